@@ -1,0 +1,175 @@
+"""The sync service: conversation lists, mailbox pages and read positions."""
+
+from __future__ import annotations
+
+import logging
+
+from attrs import frozen
+
+from .errors import InvalidRange, NotFound, TransientStoreError
+from .events import read_event
+from .model import (
+    ConversationSummary,
+    SyncPage,
+    validate_conversation_id,
+    validate_id,
+)
+from .protocols import ConversationStore, MailboxStore, MessageBus, MessageStore
+
+__all__ = ["MAX_PAGE", "ConversationPage", "SyncService"]
+
+logger = logging.getLogger(__name__)
+
+#: The largest page a sync or a conversation listing returns.
+MAX_PAGE = 1000
+
+
+@frozen
+class ConversationPage:
+    """Conversation summaries changed after a version cursor.
+
+    Pass ``next_version`` as the next ``since_version``.
+    """
+
+    summaries: tuple[ConversationSummary, ...]
+    next_version: int
+    has_more: bool
+
+
+class SyncService:
+    """Reads a user's mailbox and conversation list, and moves read positions."""
+
+    def __init__(
+        self,
+        *,
+        messages: MessageStore,
+        mailboxes: MailboxStore,
+        conversations: ConversationStore,
+        bus: MessageBus | None = None,
+        cas_retries: int = 8,
+    ) -> None:
+        self.messages = messages
+        self.mailboxes = mailboxes
+        self.conversations = conversations
+        self.bus = bus
+        self.cas_retries = cas_retries
+        self.publish_failures = 0
+
+    async def sync(
+        self, user_id: str, conversation_id: str, from_seq: int = 0, limit: int = 100
+    ) -> SyncPage:
+        """Returns the user's messages with seq > ``from_seq``, ascending.
+
+        Walking pages with ``next_from_seq`` yields every message exactly
+        once, also while messages arrive: a seq's entries are all written
+        before the next seq is allocated, so no later seq can be seen first.
+        """
+        user_id = validate_id(user_id, "user_id")
+        conversation_id = validate_conversation_id(conversation_id)
+        _check_cursor(from_seq, "from_seq")
+        _check_limit(limit)
+
+        last_seq = await self.mailboxes.last_seq(conversation_id)
+        entries = await self.mailboxes.read(
+            user_id, conversation_id, from_seq, limit + 1
+        )
+        has_more = len(entries) > limit
+        entries = entries[:limit]
+        found = await self.messages.get_many([e.message_id for e in entries])
+        messages = tuple(found[e.message_id] for e in entries if e.message_id in found)
+        if len(messages) != len(entries):
+            missing = [e.message_id for e in entries if e.message_id not in found]
+            logger.warning("mailbox entries point at missing messages %s", missing)
+
+        upto = entries[-1].seq if has_more else max(last_seq, from_seq)
+        holes = await self.mailboxes.holes(conversation_id, from_seq, upto)
+        next_from = max([from_seq, *(e.seq for e in entries)])
+        return SyncPage(
+            conversation_id=conversation_id,
+            from_seq=from_seq,
+            messages=messages,
+            holes=tuple(holes),
+            next_from_seq=next_from,
+            has_more=has_more,
+            last_seq=max(last_seq, next_from),
+        )
+
+    async def conversations_since(
+        self, user_id: str, since_version: int = 0, limit: int = 100
+    ) -> ConversationPage:
+        """Returns the user's conversation summaries changed after a cursor."""
+        user_id = validate_id(user_id, "user_id")
+        _check_cursor(since_version, "since_version")
+        _check_limit(limit)
+        rows = await self.conversations.list_changed(user_id, since_version, limit + 1)
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        next_version = rows[-1].version if rows else since_version
+        return ConversationPage(tuple(rows), next_version, has_more)
+
+    async def summary(self, user_id: str, conversation_id: str) -> ConversationSummary:
+        """Returns one of the user's conversation summaries."""
+        user_id = validate_id(user_id, "user_id")
+        conversation_id = validate_conversation_id(conversation_id)
+        row = await self.conversations.get(user_id, conversation_id)
+        if row is None:
+            raise NotFound(f"{user_id!r} has no conversation {conversation_id!r}")
+        return row
+
+    async def mark_read(
+        self, user_id: str, conversation_id: str, read_seq: int
+    ) -> ConversationSummary:
+        """Moves the user's read position forward to ``read_seq`` and recounts.
+
+        A ``read_seq`` below the stored one keeps the stored one; one above
+        the last message means "everything". The unread count is recounted
+        from the mailbox, so a drifted counter heals. The user's other
+        devices are told through a read event.
+        """
+        user_id = validate_id(user_id, "user_id")
+        conversation_id = validate_conversation_id(conversation_id)
+        _check_cursor(read_seq, "read_seq")
+
+        for _ in range(self.cas_retries):
+            row = await self.summary(user_id, conversation_id)
+            target = max(min(read_seq, row.last_seq), row.read_seq)
+            unread = await self.mailboxes.count_unread(
+                user_id, conversation_id, target, row.last_seq
+            )
+            moved = await self.conversations.set_read(
+                user_id, conversation_id, target, unread, row.last_seq
+            )
+            if moved is not None:
+                await self._publish_read(moved)
+                return moved
+        raise TransientStoreError(
+            f"{conversation_id!r} kept changing while marking it read; retry"
+        )
+
+    async def _publish_read(self, summary: ConversationSummary) -> None:
+        if self.bus is None:
+            return
+        try:
+            await self.bus.publish(read_event(summary))
+        except Exception:
+            self.publish_failures += 1
+            logger.warning("publishing a read event failed", exc_info=True)
+
+
+def _check_cursor(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidRange(
+            f"{name} must be an integer >= 0 (got {value!r})", field=name
+        )
+
+
+def _check_limit(limit: object) -> None:
+    if (
+        not isinstance(limit, int)
+        or isinstance(limit, bool)
+        or not 1 <= limit <= MAX_PAGE
+    ):
+        raise InvalidRange(
+            f"limit must be an integer from 1 to {MAX_PAGE} (got {limit!r})",
+            field="limit",
+        )
