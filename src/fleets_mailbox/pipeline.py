@@ -173,6 +173,8 @@ class SendPipeline:
     async def edit(self, user_id: str, message_id: str, body: str) -> Message:
         """Replaces the body of one's own message; its seq and place stay."""
         message = await self._own_message(user_id, message_id)
+        if message.deleted:
+            raise NotAllowed(f"message {message_id!r} is deleted", user_id=user_id)
         self._check_body(body)
         return await self.messages.edit(message.message_id, body, self.clock())
 
@@ -180,10 +182,10 @@ class SendPipeline:
         """Deletes one's own message for everyone, leaving a tombstone.
 
         Recipients who had not read it lose it from their unread count.
+        Deleting again finishes a delete that was interrupted, and changes
+        nothing otherwise.
         """
         message = await self._own_message(user_id, message_id)
-        if message.status is not MessageStatus.COMMITTED:
-            raise UnknownMessage(message_id)
         deleted = await self.messages.mark_deleted(message_id, self.clock())
         changed = await self.mailboxes.mark_deleted(
             message.conversation_id, message.seq
@@ -203,6 +205,8 @@ class SendPipeline:
             raise NotAllowed(
                 f"{user_id!r} may not change message {message_id!r}", user_id=user_id
             )
+        if message.status is not MessageStatus.COMMITTED:
+            raise UnknownMessage(message_id)
         return message
 
     def _check_body(self, body: object) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -25,6 +28,8 @@ from .push import PushConsumer
 from .sync import SyncService
 
 __all__ = ["MailboxService", "Stores"]
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -65,8 +70,10 @@ class Stores:
 class MailboxService:
     """The send pipeline, sync, push, notifications and analytics of one node.
 
-    `start` begins consuming the bus (push to ``presence``, analytics);
-    `close` stops consuming and closes the bus and the stores.
+    `start` begins consuming the bus (push to ``presence``, analytics) and,
+    unless ``repair_every_s`` is None, runs `SendPipeline.repair` that often
+    for sends left pending longer than ``repair_after_ms``; `close` stops all
+    that and closes the bus and the stores.
     """
 
     def __init__(
@@ -82,6 +89,8 @@ class MailboxService:
         lease_ms: int = 30_000,
         clock: Callable[[], int] = now_ms,
         step_hook: StepHook | None = None,
+        repair_every_s: float | None = 30.0,
+        repair_after_ms: int = 60_000,
     ) -> None:
         self.stores = stores
         self.bus = bus
@@ -108,17 +117,37 @@ class MailboxService:
         self.notifications = NotificationService(stores.notifications, bus, clock=clock)
         self.push = PushConsumer(bus, presence, group=push_group)
         self.analytics = AnalyticsConsumer(bus, stores.analytics) if analytics else None
+        self.repair_every_s = repair_every_s
+        self.repair_after_ms = repair_after_ms
+        self._repairer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Starts the bus consumers of this node."""
         await self.push.start()
         if self.analytics is not None:
             await self.analytics.start()
+        if self.repair_every_s is not None:
+            self._repairer = asyncio.create_task(
+                self._repair_forever(self.repair_every_s)
+            )
 
     async def close(self) -> None:
-        """Stops the consumers, then closes the bus and the stores."""
+        """Stops the consumers and the repairer, then closes the bus and stores."""
+        if self._repairer is not None:
+            self._repairer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repairer
+            self._repairer = None
         await self.push.close()
         if self.analytics is not None:
             await self.analytics.close()
         await self.bus.close()
         await self.stores.close()
+
+    async def _repair_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.pipeline.repair(self.repair_after_ms)
+            except Exception:
+                logger.warning("repairing pending sends failed", exc_info=True)

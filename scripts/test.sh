@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh machine, then runs it:
+# the virtualenv with the dev extras, Debian's Chromium for the browser test,
+# the lint and type checks, and pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$python" -m venv .venv
+fi
+log "installing fleets-mailbox[dev] into .venv"
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's chromium for the browser test"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    log "chromium is missing and cannot be installed here: the browser test will skip"
+  fi
+fi
+
+log "ruff"
+.venv/bin/ruff check src tests examples
+.venv/bin/ruff format --check src tests examples
+log "mypy"
+.venv/bin/mypy
+
+log "pytest"
+exec .venv/bin/pytest "$@"
