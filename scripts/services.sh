@@ -249,13 +249,13 @@ mysql_env() {
 rocketmq_up() {
     local out
     [[ -f $ROCKETMQ_SCRIPT ]] || die "cannot start rocketmq: $ROCKETMQ_SCRIPT does not exist"
-    out=$(bash "$ROCKETMQ_SCRIPT" up 9>&-) || die "$ROCKETMQ_SCRIPT up failed"
+    out=$(FLEETS_SERVICES_DIR=$STATE bash "$ROCKETMQ_SCRIPT" up 9>&-) || die "$ROCKETMQ_SCRIPT up failed"
     printf '%s\n' "$out" | tee "$STATE/rocketmq.env"
 }
 
 rocketmq_down() {
     rm -f "$STATE/rocketmq.env"
-    [[ ! -f $ROCKETMQ_SCRIPT ]] || bash "$ROCKETMQ_SCRIPT" down 9>&- >&2
+    [[ ! -f $ROCKETMQ_SCRIPT ]] || FLEETS_SERVICES_DIR=$STATE bash "$ROCKETMQ_SCRIPT" down 9>&- >&2
 }
 
 # --------------------------------------------------------------------- main
