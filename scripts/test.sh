@@ -27,8 +27,8 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 log "ruff"
-.venv/bin/ruff check src tests examples
-.venv/bin/ruff format --check src tests examples
+.venv/bin/ruff check src tests examples bench
+.venv/bin/ruff format --check src tests examples bench
 log "mypy"
 .venv/bin/mypy
 
