@@ -1,11 +1,13 @@
 """An in-process message bus: `LocalBus`.
 
 Each consumer group of a topic has its own queue; a group's subscribers take
-turns. A handler that raises gets the event again, up to ``max_attempts``
-times with a growing pause; after that the event is dropped and counted in
-``dropped`` (the data is in the mailboxes, only the push is lost). Events do
-not survive the process, and nothing is kept for a group that subscribes
-after they were published, just as a bus's history can be gone.
+turns, each handling up to ``concurrency`` events at once, in no promised
+order (as on any bus). A handler that raises gets the event again, up to
+``max_attempts`` times with a growing pause; after that the event is dropped
+and counted in ``dropped``: the data is in the mailboxes, only the push is
+lost. Events do not survive the process, and nothing is kept for a group
+that subscribes after they were published, just as a bus's history can be
+gone.
 """
 
 from __future__ import annotations
@@ -35,40 +37,53 @@ class _LocalSubscription:
         self._bus = bus
         self._group = group
         self._handler = handler
+        self._slots = asyncio.Semaphore(bus.concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._task = asyncio.create_task(self._run(), name=name)
 
     async def _run(self) -> None:
         queue = self._group.queue
         while True:
-            event, attempt = await queue.get()
+            await self._slots.acquire()
             try:
-                await self._handler(event)
-            except Exception:
-                self._bus.failures += 1
-                if attempt + 1 < self._bus.max_attempts:
-                    logger.warning(
-                        "handler failed for %s %s, redelivering", event.topic, event.key
-                    )
-                    self._bus._retrying += 1
-                    asyncio.get_running_loop().call_later(
-                        self._bus.retry_delay * 2**attempt,
-                        self._requeue,
-                        event,
-                        attempt + 1,
-                    )
-                else:
-                    self._bus.dropped += 1
-                    logger.warning(
-                        "dropping %s %s after %d attempts",
-                        event.topic,
-                        event.key,
-                        attempt + 1,
-                        exc_info=True,
-                    )
+                event, attempt = await queue.get()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._deliver(event, attempt))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _deliver(self, event: BusEvent, attempt: int) -> None:
+        try:
+            await self._handler(event)
+        except Exception:
+            self._bus.failures += 1
+            if attempt + 1 < self._bus.max_attempts:
+                logger.warning(
+                    "handler failed for %s %s, redelivering", event.topic, event.key
+                )
+                self._bus._retrying += 1
+                asyncio.get_running_loop().call_later(
+                    self._bus.retry_delay * 2**attempt,
+                    self._requeue,
+                    event,
+                    attempt + 1,
+                )
             else:
-                self._bus.delivered += 1
-            finally:
-                queue.task_done()
+                self._bus.dropped += 1
+                logger.warning(
+                    "dropping %s %s after %d attempts",
+                    event.topic,
+                    event.key,
+                    attempt + 1,
+                    exc_info=True,
+                )
+        else:
+            self._bus.delivered += 1
+        finally:
+            self._slots.release()
+            self._group.queue.task_done()
 
     def _requeue(self, event: BusEvent, attempt: int) -> None:
         self._bus._retrying -= 1
@@ -80,13 +95,20 @@ class _LocalSubscription:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if self._in_flight:
+            await asyncio.wait(self._in_flight)
 
 
 class LocalBus:
     """A message bus inside one process, for the embedded default and tests."""
 
-    def __init__(self, *, max_attempts: int = 3, retry_delay: float = 0.05) -> None:
+    def __init__(
+        self, *, max_attempts: int = 3, retry_delay: float = 0.05, concurrency: int = 32
+    ) -> None:
+        if concurrency < 1 or max_attempts < 1:
+            raise ValueError("concurrency and max_attempts must be >= 1")
         self.max_attempts = max_attempts
+        self.concurrency = concurrency
         self.retry_delay = retry_delay
         self.published = 0
         self.delivered = 0
