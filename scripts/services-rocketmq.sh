@@ -9,28 +9,34 @@
 # Typical use:  eval "$(scripts/services-rocketmq.sh up)"
 #
 # Only the export line goes to stdout; all progress goes to stderr.
-# Needs: java (11+, tested with 17) and mvn on PATH; Maven Central reachable on the first run.
+# Needs: java (tested with 17) and mvn on PATH; Maven Central reachable on the first run.
 #
 # Environment:
 #   FLEETS_SERVICES_DIR       runtime state root (default $HOME/.cache/fleets_mailbox/services);
 #                             this script uses its rocketmq/ sub-directory
 #   FLEETS_ROCKETMQ_VERSION   RocketMQ version of every org.apache.rocketmq artifact (default 5.3.3)
-#   FLEETS_ROCKETMQ_TOPICS    extra topics, space-separated; NAME or NAME:TYPE with
-#                             TYPE one of NORMAL (default), FIFO, DELAY, TRANSACTION
+#   FLEETS_ROCKETMQ_TOPICS    extra topics, space-separated; NAME or NAME:TYPE with TYPE
+#                             NORMAL (default), FIFO, DELAY or TRANSACTION (the topic's
+#                             message.type: a producer refuses other kinds of message)
 #   FLEETS_ROCKETMQ_GROUPS    extra consumer groups, space-separated; NAME or NAME:FIFO
 #   FLEETS_ROCKETMQ_TIMEOUT   seconds to wait for each readiness step (default 120)
+#   FLEETS_ROCKETMQ_GRPC_PORT (8081), FLEETS_ROCKETMQ_REMOTING_PORT (8080),
+#   FLEETS_ROCKETMQ_NAMESRV_PORT (9876), FLEETS_ROCKETMQ_BROKER_PORT (10911; the broker
+#                             also listens on that port -2 and +1): to run a second
+#                             instance beside the first, with its own FLEETS_SERVICES_DIR
 set -euo pipefail
 
 RMQ_VERSION="${FLEETS_ROCKETMQ_VERSION:-5.3.3}"
 LIB_DIR="$HOME/.cache/fleets_mailbox/rocketmq-${RMQ_VERSION}/lib"
 STATE_DIR="${FLEETS_SERVICES_DIR:-$HOME/.cache/fleets_mailbox/services}/rocketmq"
+[[ "$STATE_DIR" == /* ]] || STATE_DIR="$PWD/$STATE_DIR"
 TIMEOUT="${FLEETS_ROCKETMQ_TIMEOUT:-120}"
 
 HOST=127.0.0.1
-NAMESRV_PORT=9876
-BROKER_PORT=10911 # the broker also takes 10909 (fast port) and 10912 (HA)
-GRPC_PORT=8081
-REMOTING_PROXY_PORT=8080
+NAMESRV_PORT="${FLEETS_ROCKETMQ_NAMESRV_PORT:-9876}"
+BROKER_PORT="${FLEETS_ROCKETMQ_BROKER_PORT:-10911}" # the broker also takes this -2 and +1
+GRPC_PORT="${FLEETS_ROCKETMQ_GRPC_PORT:-8081}"
+REMOTING_PROXY_PORT="${FLEETS_ROCKETMQ_REMOTING_PORT:-8080}"
 CLUSTER=DefaultCluster
 BROKER_NAME=fleets-broker
 
@@ -57,14 +63,16 @@ now() { date +%s; }
 # ---------------------------------------------------------------- helpers
 
 # pid from a pid file, only if that process is alive and is the JVM we started
-# (guards against a recycled pid).
+# for this state dir (guards against a recycled pid).
 live_pid() { # name main_class
   local f="$STATE_DIR/$1.pid" pid
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" || return 1
+  local cmdline
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmdline" == *" -Duser.home=$STATE_DIR "* && "$cmdline" == *" $2 "* ]] || return 1
   printf '%s\n' "$pid"
 }
 
@@ -175,9 +183,11 @@ $deps  </dependencies>
 </project>
 EOF
   rm -rf "$tmp"
+  # (sed strips the colour codes that mvn -q prints even in batch mode)
   if ! mvn -B -q -Dstyle.color=never -f "$pomdir/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$tmp" >&2; then
+    -DincludeScope=runtime -DoutputDirectory="$tmp" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2; then
     rm -rf "$tmp"
+    rmdir "$(dirname "$LIB_DIR")" 2>/dev/null || true
     die "mvn could not fetch org.apache.rocketmq:*:$RMQ_VERSION"
   fi
   [[ -f "$tmp/rocketmq-proxy-$RMQ_VERSION.jar" ]] || { rm -rf "$tmp"; die "rocketmq-proxy-$RMQ_VERSION.jar missing after mvn"; }
@@ -212,13 +222,16 @@ maxIndexNum=200000
 autoCreateTopicEnable=false
 autoCreateSubscriptionGroup=true
 EOF
+  # grpcShutdownTimeSeconds: the default 30 s wait for connected clients'
+  # streams (every client keeps one open) made `down` take 40 s
   cat >"$STATE_DIR/rmq-proxy.json" <<EOF
 {
   "rocketMQClusterName": "$CLUSTER",
   "namesrvAddr": "$HOST:$NAMESRV_PORT",
   "proxyMode": "local",
   "grpcServerPort": $GRPC_PORT,
-  "remotingListenPort": $REMOTING_PROXY_PORT
+  "remotingListenPort": $REMOTING_PROXY_PORT,
+  "grpcShutdownTimeSeconds": 3
 }
 EOF
 }
@@ -337,11 +350,14 @@ on_up_exit() {
 cmd_up() {
   local t0 npid ppid
   t0=$(now)
-  command -v java >/dev/null || die "java not found (RocketMQ $RMQ_VERSION needs Java 11+; tested with 17)"
+  command -v java >/dev/null || die "java not found (needed to run RocketMQ; tested with Java 17)"
   mkdir -p "$STATE_DIR"
 
   if npid="$(live_pid namesrv "$NAMESRV_MAIN")" && ppid="$(live_pid proxy "$PROXY_MAIN")"; then
     log "already running (namesrv pid $npid, proxy+broker pid $ppid)"
+    # the ports it was started with win over the environment of this call
+    # shellcheck source=/dev/null
+    source "$STATE_DIR/ports.env"
     fetch_jars
     create_topics_and_groups || die "topic/group setup failed"
     printf 'export FLEETS_TEST_ROCKETMQ_ENDPOINTS=%s:%s\n' "$HOST" "$GRPC_PORT"
@@ -352,12 +368,15 @@ cmd_up() {
   stop_jvm namesrv "$NAMESRV_MAIN"
 
   local p
-  for p in "$NAMESRV_PORT" "$BROKER_PORT" "$GRPC_PORT" "$REMOTING_PROXY_PORT"; do
+  for p in "$NAMESRV_PORT" "$BROKER_PORT" $((BROKER_PORT - 2)) $((BROKER_PORT + 1)) \
+    "$GRPC_PORT" "$REMOTING_PROXY_PORT"; do
     port_open "$p" && die "port $p is already in use by another process (not started by this script)"
   done
 
   fetch_jars
   write_configs
+  printf 'NAMESRV_PORT=%s\nBROKER_PORT=%s\nGRPC_PORT=%s\nREMOTING_PROXY_PORT=%s\n' \
+    "$NAMESRV_PORT" "$BROKER_PORT" "$GRPC_PORT" "$REMOTING_PROXY_PORT" >"$STATE_DIR/ports.env"
 
   # any failure from here on (die, or a failing command under set -e): stop what we started
   trap 'on_up_exit' EXIT
