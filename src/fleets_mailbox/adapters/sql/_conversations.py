@@ -1,0 +1,206 @@
+"""The SQL conversation store: each user's conversation list."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, bindparam, case, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ...model import ConversationSummary
+from ...protocols import SummaryUpdate
+from ._counters import SUMMARY_VERSION, bump
+from ._dialect import Columns, Database
+from .schema import summaries
+
+__all__ = ["SqlConversationStore"]
+
+
+class SqlConversationStore:
+    """Keeps conversation summaries in ``fleets_summaries``.
+
+    Every change takes a new ``version`` from one counter row bumped in the
+    same transaction. The counter's row lock orders the writers, so versions
+    become visible in increasing order and a reader paging with
+    ``since_version`` never skips a row.
+    """
+
+    # Limitation: the one counter row serialises summary writes on MySQL and
+    # PostgreSQL (SQLite serialises all writes anyway); a per-user counter
+    # would lift that at the price of one more row lock per recipient.
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._db = Database(engine)
+        self._apply = self._db.upsert(
+            summaries, ["user_id", "conversation_id"], _apply_assignments, _is_newer
+        )
+
+    async def apply_message(
+        self, update: SummaryUpdate, recipients: Collection[str]
+    ) -> None:
+        users = sorted(set(recipients))
+        if not users:
+            return
+        async with self._db.write() as conn:
+            # What MySQL (InnoDB) needs, and gets here: the counter row locked
+            # before any summary row, by every writer; the upsert's rows in
+            # sorted user order (the driver turns the executemany into one
+            # multi-row INSERT and InnoDB locks rows in VALUES order); and
+            # READ COMMITTED (create_sql_engine), so that inserting new rows
+            # takes no gap locks. A deadlock left over is error 1213, a
+            # TransientStoreError that the pipeline retries.
+            top = await bump(self._db, conn, SUMMARY_VERSION, len(users))
+            first = top - len(users) + 1
+            rows = [
+                {
+                    "user_id": user_id,
+                    "conversation_id": update.conversation_id,
+                    "last_seq": update.seq,
+                    "last_message_id": update.message_id,
+                    "last_sender_id": update.sender_id,
+                    "last_preview": update.preview,
+                    "last_at": update.created_at,
+                    "read_seq": update.seq if user_id == update.sender_id else 0,
+                    "unread": 0 if user_id == update.sender_id else 1,
+                    "version": first + i,
+                }
+                for i, user_id in enumerate(users)
+            ]
+            await conn.execute(self._apply, rows)
+
+    async def get(
+        self, user_id: str, conversation_id: str
+    ) -> ConversationSummary | None:
+        async with self._db.read() as conn:
+            return await _summary(conn, user_id, conversation_id)
+
+    async def list_changed(
+        self, user_id: str, since_version: int, limit: int
+    ) -> list[ConversationSummary]:
+        t = summaries
+        async with self._db.read() as conn:
+            result = await conn.execute(
+                select(t)
+                .where(t.c.user_id == user_id, t.c.version > since_version)
+                .order_by(t.c.version)
+                .limit(max(limit, 0))
+            )
+            return [_summary_of(row) for row in result]
+
+    async def set_read(
+        self,
+        user_id: str,
+        conversation_id: str,
+        read_seq: int,
+        unread: int,
+        expect_last_seq: int,
+    ) -> ConversationSummary | None:
+        t = summaries
+        async with self._db.write() as conn:
+            version = await bump(self._db, conn, SUMMARY_VERSION, 1)
+            moved = await conn.execute(
+                update(t)
+                .where(
+                    t.c.user_id == user_id,
+                    t.c.conversation_id == conversation_id,
+                    t.c.last_seq == expect_last_seq,
+                )
+                .values(
+                    read_seq=case(
+                        (t.c.read_seq > read_seq, t.c.read_seq), else_=read_seq
+                    ),
+                    unread=max(unread, 0),
+                    version=version,
+                )
+            )
+            if moved.rowcount == 0:
+                return None
+            return await _summary(conn, user_id, conversation_id)
+
+    async def apply_delete(
+        self, conversation_id: str, seq: int, user_ids: Collection[str]
+    ) -> None:
+        users = sorted(set(user_ids))
+        if not users:
+            return
+        t = summaries
+        async with self._db.write() as conn:
+            top = await bump(self._db, conn, SUMMARY_VERSION, len(users))
+            first = top - len(users) + 1
+            await conn.execute(
+                update(t)
+                .where(
+                    t.c.user_id == bindparam("b_user_id"),
+                    t.c.conversation_id == conversation_id,
+                    t.c.read_seq < seq,
+                )
+                .values(
+                    unread=case((t.c.unread > 0, t.c.unread - 1), else_=0),
+                    last_preview=case(
+                        (t.c.last_seq == seq, ""), else_=t.c.last_preview
+                    ),
+                    version=bindparam("b_version"),
+                ),
+                [{"b_user_id": u, "b_version": first + i} for i, u in enumerate(users)],
+            )
+
+
+def _apply_assignments(new: Columns) -> list[tuple[str, ColumnElement[Any]]]:
+    t = summaries
+    own = new.last_sender_id == t.c.user_id
+    # last_seq last: the other assignments and the guard read its old value.
+    return [
+        (
+            "unread",
+            case(
+                (own, 0),
+                (new.last_seq > t.c.read_seq, t.c.unread + 1),
+                else_=t.c.unread,
+            ),
+        ),
+        (
+            "read_seq",
+            case(
+                (own & (new.last_seq > t.c.read_seq), new.last_seq), else_=t.c.read_seq
+            ),
+        ),
+        ("last_message_id", new.last_message_id),
+        ("last_sender_id", new.last_sender_id),
+        ("last_preview", new.last_preview),
+        ("last_at", new.last_at),
+        ("version", new.version),
+        ("last_seq", new.last_seq),
+    ]
+
+
+def _is_newer(new: Columns) -> ColumnElement[bool]:
+    return summaries.c.last_seq < new.last_seq
+
+
+async def _summary(
+    conn: AsyncConnection, user_id: str, conversation_id: str
+) -> ConversationSummary | None:
+    result = await conn.execute(
+        select(summaries).where(
+            summaries.c.user_id == user_id,
+            summaries.c.conversation_id == conversation_id,
+        )
+    )
+    row = result.first()
+    return None if row is None else _summary_of(row)
+
+
+def _summary_of(row: Row[Any]) -> ConversationSummary:
+    return ConversationSummary(
+        user_id=row.user_id,
+        conversation_id=row.conversation_id,
+        last_seq=row.last_seq,
+        last_message_id=row.last_message_id,
+        last_sender_id=row.last_sender_id,
+        last_preview=row.last_preview,
+        last_at=row.last_at,
+        read_seq=row.read_seq,
+        unread=row.unread,
+        version=row.version,
+    )
