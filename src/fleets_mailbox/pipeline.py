@@ -56,7 +56,13 @@ from .protocols import (
     SummaryUpdate,
 )
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "PREVIEW_CHARS", "SendPipeline", "StepHook"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "PREVIEW_CHARS",
+    "SendPipeline",
+    "SendResult",
+    "StepHook",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +137,25 @@ class SendPipeline:
         conversation raises `DuplicateMessage`. Bad input raises an
         `InvalidRequest` or `NotAMember` before anything is stored.
         """
+        result = await self.submit(
+            sender_id, conversation_id, body, client_msg_id, kind=kind
+        )
+        return result.message
+
+    async def submit(
+        self,
+        sender_id: str,
+        conversation_id: str,
+        body: str,
+        client_msg_id: str,
+        *,
+        kind: str = "text",
+    ) -> SendResult:
+        """Sends like `send`, and also tells whether this call created it.
+
+        Of several calls with one idempotency key, wherever they run, only
+        the one that stored the message gets ``created=True``.
+        """
         sender_id = validate_id(sender_id, "sender_id")
         conversation_id = validate_conversation_id(conversation_id)
         client_msg_id = validate_client_msg_id(client_msg_id)
@@ -151,12 +176,13 @@ class SendPipeline:
         )
         await self._step("insert_pending")
         stored = await self._retry(self.messages.insert_pending, draft, members)
-        if stored.message_id != draft.message_id:
+        created = stored.message_id == draft.message_id
+        if not created:
             if stored.conversation_id != conversation_id or stored.body != body:
                 raise DuplicateMessage(sender_id, client_msg_id, stored.message_id)
             if stored.status is MessageStatus.COMMITTED:
-                return stored
-        return await self._finish(stored)
+                return SendResult(stored, created=False)
+        return SendResult(await self._finish(stored), created=created)
 
     async def repair(self, older_than_ms: int = 60_000, limit: int = 100) -> int:
         """Completes pending sends older than ``older_than_ms``; returns how many."""
@@ -181,16 +207,17 @@ class SendPipeline:
     async def delete(self, user_id: str, message_id: str) -> Message:
         """Deletes one's own message for everyone, leaving a tombstone.
 
-        Recipients who had not read it lose it from their unread count.
-        Deleting again finishes a delete that was interrupted, and changes
-        nothing otherwise.
+        Recipients who had not read it lose it from their unread count (their
+        count is recounted from the mailbox on their next read). Deleting
+        again finishes a delete that was interrupted, and changes nothing
+        otherwise.
         """
         message = await self._own_message(user_id, message_id)
         deleted = await self.messages.mark_deleted(message_id, self.clock())
-        changed = await self.mailboxes.mark_deleted(
+        holders = await self.mailboxes.mark_deleted(
             message.conversation_id, message.seq
         )
-        others = [u for u in changed if u != message.sender_id]
+        others = [u for u in holders if u != message.sender_id]
         await self.conversations.apply_delete(
             message.conversation_id, message.seq, others
         )
@@ -214,7 +241,12 @@ class SendPipeline:
             raise InvalidRequest("body must be a string", field="body")
         if not body.strip():
             raise EmptyBody()
-        size = len(body.encode("utf-8", errors="surrogatepass"))
+        try:
+            size = len(body.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                "body is not valid Unicode text (lone surrogate)", field="body"
+            ) from None
         if size > self.max_body_bytes:
             raise MessageTooLarge(size, self.max_body_bytes)
 
@@ -379,6 +411,14 @@ class SendPipeline:
 
     def _local_lock(self, conversation_id: str) -> _LocalLock:
         return _LocalLock(self._local, conversation_id)
+
+
+@attrs.frozen
+class SendResult:
+    """The message a send returned, and whether that call created it."""
+
+    message: Message
+    created: bool
 
 
 @attrs.frozen

@@ -43,6 +43,7 @@ __all__ = [
     "Presence",
     "SummaryUpdate",
     "Subscription",
+    "UNREAD_UNKNOWN",
 ]
 
 
@@ -170,8 +171,17 @@ class MailboxStore(Protocol):
         ...
 
     async def mark_deleted(self, conversation_id: str, seq: int) -> list[str]:
-        """Marks every entry of a seq deleted; returns the users whose entry changed."""
+        """Marks every entry of a seq deleted; returns the users who have one.
+
+        The answer names every user with an entry of that seq, marked now or
+        before, so a repeated call (finishing an interrupted delete) gives
+        the same answer.
+        """
         ...
+
+
+#: The unread count of a summary that must be recounted from the mailbox.
+UNREAD_UNKNOWN = -1
 
 
 @frozen
@@ -198,7 +208,8 @@ class ConversationStore(Protocol):
         A summary whose ``last_seq`` is already >= ``update.seq`` is left
         alone, so a repeated call changes nothing. The sender's own
         ``read_seq`` moves to the message and its unread becomes 0; every
-        other recipient's unread grows by one.
+        other recipient's unread grows by one, unless it is `UNREAD_UNKNOWN`,
+        which stays so.
         """
         ...
 
@@ -220,12 +231,12 @@ class ConversationStore(Protocol):
         conversation_id: str,
         read_seq: int,
         unread: int,
-        expect_last_seq: int,
+        expect_version: int,
     ) -> ConversationSummary | None:
         """Moves ``read_seq`` forward and sets ``unread``, compare-and-set.
 
-        Writes only if the summary's ``last_seq`` still equals
-        ``expect_last_seq``; returns the new summary, or None when it changed
+        Writes only if the summary's ``version`` still equals
+        ``expect_version``; returns the new summary, or None when it changed
         meanwhile (the caller recounts and tries again). ``read_seq`` never
         moves backwards: a lower value keeps the stored one.
         """
@@ -234,10 +245,13 @@ class ConversationStore(Protocol):
     async def apply_delete(
         self, conversation_id: str, seq: int, user_ids: Collection[str]
     ) -> None:
-        """Takes a deleted message out of the unread counts of ``user_ids``.
+        """Marks the unread count of ``user_ids`` unknown after a delete.
 
-        Only summaries whose ``read_seq`` is below ``seq`` change, and unread
-        never drops below 0.
+        Summaries whose ``read_seq`` is below ``seq`` (the deleted message was
+        unread) get ``unread = UNREAD_UNKNOWN`` and a new version; the sync
+        service recounts them from the mailbox, which no longer counts the
+        deleted entry. A summary whose ``last_seq`` is ``seq`` also loses its
+        preview. Repeating the call changes no count.
         """
         ...
 

@@ -14,7 +14,13 @@ from .model import (
     validate_conversation_id,
     validate_id,
 )
-from .protocols import ConversationStore, MailboxStore, MessageBus, MessageStore
+from .protocols import (
+    UNREAD_UNKNOWN,
+    ConversationStore,
+    MailboxStore,
+    MessageBus,
+    MessageStore,
+)
 
 __all__ = ["MAX_PAGE", "ConversationPage", "SyncService"]
 
@@ -105,16 +111,47 @@ class SyncService:
         has_more = len(rows) > limit
         rows = rows[:limit]
         next_version = rows[-1].version if rows else since_version
-        return ConversationPage(tuple(rows), next_version, has_more)
+        # A recounted row gets a new version; listing from next_version
+        # returns it once more, with the same content.
+        fresh = [await self._recounted(row) for row in rows]
+        return ConversationPage(tuple(fresh), next_version, has_more)
 
     async def summary(self, user_id: str, conversation_id: str) -> ConversationSummary:
         """Returns one of the user's conversation summaries."""
         user_id = validate_id(user_id, "user_id")
         conversation_id = validate_conversation_id(conversation_id)
+        return await self._recounted(await self._stored(user_id, conversation_id))
+
+    async def _stored(self, user_id: str, conversation_id: str) -> ConversationSummary:
         row = await self.conversations.get(user_id, conversation_id)
         if row is None:
             raise NotFound(f"{user_id!r} has no conversation {conversation_id!r}")
         return row
+
+    async def _recounted(self, row: ConversationSummary) -> ConversationSummary:
+        """Returns ``row`` with its unread count recounted if it is unknown."""
+        for _ in range(self.cas_retries):
+            if row.unread != UNREAD_UNKNOWN:
+                return row
+            moved = await self._write_read(row, row.read_seq)
+            if moved is not None:
+                return moved
+            row = await self._stored(row.user_id, row.conversation_id)
+        raise TransientStoreError(
+            f"{row.conversation_id!r} kept changing while counting unread; retry"
+        )
+
+    async def _write_read(
+        self, row: ConversationSummary, read_seq: int
+    ) -> ConversationSummary | None:
+        """Recounts unread after ``read_seq`` and writes both, compare-and-set."""
+        target = max(min(read_seq, row.last_seq), row.read_seq)
+        unread = await self.mailboxes.count_unread(
+            row.user_id, row.conversation_id, target, row.last_seq
+        )
+        return await self.conversations.set_read(
+            row.user_id, row.conversation_id, target, unread, row.version
+        )
 
     async def mark_read(
         self, user_id: str, conversation_id: str, read_seq: int
@@ -131,14 +168,8 @@ class SyncService:
         _check_cursor(read_seq, "read_seq")
 
         for _ in range(self.cas_retries):
-            row = await self.summary(user_id, conversation_id)
-            target = max(min(read_seq, row.last_seq), row.read_seq)
-            unread = await self.mailboxes.count_unread(
-                user_id, conversation_id, target, row.last_seq
-            )
-            moved = await self.conversations.set_read(
-                user_id, conversation_id, target, unread, row.last_seq
-            )
+            row = await self._stored(user_id, conversation_id)
+            moved = await self._write_read(row, read_seq)
             if moved is not None:
                 await self._publish_read(moved)
                 return moved

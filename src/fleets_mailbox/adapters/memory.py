@@ -37,7 +37,7 @@ from ..model import (
     conversation_members_of_direct,
     group_of,
 )
-from ..protocols import Connection, SummaryUpdate
+from ..protocols import UNREAD_UNKNOWN, Connection, SummaryUpdate
 
 __all__ = [
     "MemoryAnalyticsStore",
@@ -235,14 +235,11 @@ class MemoryMailboxStore:
         return sum(1 for e in entries if e.sender_id != user_id and not e.deleted)
 
     async def mark_deleted(self, conversation_id: str, seq: int) -> list[str]:
-        changed = []
-        for user_id in sorted(self._by_seq.get((conversation_id, seq), ())):
+        holders = sorted(self._by_seq.get((conversation_id, seq), ()))
+        for user_id in holders:
             key = (user_id, conversation_id, seq)
-            entry = self._entries[key]
-            if not entry.deleted:
-                self._entries[key] = attrs.evolve(entry, deleted=True)
-                changed.append(user_id)
-        return changed
+            self._entries[key] = attrs.evolve(self._entries[key], deleted=True)
+        return holders
 
 
 class MemoryConversationStore:
@@ -264,7 +261,7 @@ class MemoryConversationStore:
             unread = 0 if row is None else row.unread
             if user_id == update.sender_id:
                 read_seq, unread = max(read_seq, update.seq), 0
-            elif update.seq > read_seq:
+            elif update.seq > read_seq and unread != UNREAD_UNKNOWN:
                 unread += 1
             self._rows[key] = ConversationSummary(
                 user_id=user_id,
@@ -301,10 +298,10 @@ class MemoryConversationStore:
         conversation_id: str,
         read_seq: int,
         unread: int,
-        expect_last_seq: int,
+        expect_version: int,
     ) -> ConversationSummary | None:
         row = self._rows.get((user_id, conversation_id))
-        if row is None or row.last_seq != expect_last_seq:
+        if row is None or row.version != expect_version:
             return None
         row = attrs.evolve(
             row,
@@ -325,7 +322,7 @@ class MemoryConversationStore:
             preview = row.last_preview if row.last_seq != seq else ""
             self._rows[user_id, conversation_id] = attrs.evolve(
                 row,
-                unread=max(row.unread - 1, 0),
+                unread=UNREAD_UNKNOWN,
                 last_preview=preview,
                 version=next(self._version),
             )

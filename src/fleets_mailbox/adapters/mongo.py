@@ -387,21 +387,13 @@ class MongoMailboxStore:
             return await self._entries.count_documents(query)
 
     async def mark_deleted(self, conversation_id: str, seq: int) -> list[str]:
-        query = {
-            "conversation_id": _str(conversation_id),
-            "seq": _int(seq),
-            "deleted": False,
-        }
+        query = {"conversation_id": _str(conversation_id), "seq": _int(seq)}
         with _translate():
-            users = [
-                d["user_id"] async for d in self._entries.find(query, {"user_id": 1})
-            ]
-            if users:
-                await self._entries.update_many(query, {"$set": {"deleted": True}})
-        # Limitation: two deletes of one message at the same moment may both
-        # report a user; apply_delete keeps unread from going below 0.
-        changed = sorted(users)
-        return changed
+            await self._entries.update_many(
+                {**query, "deleted": False}, {"$set": {"deleted": True}}
+            )
+            holders = self._entries.find(query, {"user_id": 1})
+            return sorted([d["user_id"] async for d in holders])
 
 
 async def open_mongo_stores(

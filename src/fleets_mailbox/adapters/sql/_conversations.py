@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Row, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...model import ConversationSummary
-from ...protocols import SummaryUpdate
+from ...protocols import UNREAD_UNKNOWN, SummaryUpdate
 from ._counters import SUMMARY_VERSION, bump
 from ._dialect import Columns, Database
 from .schema import summaries
@@ -94,7 +94,7 @@ class SqlConversationStore:
         conversation_id: str,
         read_seq: int,
         unread: int,
-        expect_last_seq: int,
+        expect_version: int,
     ) -> ConversationSummary | None:
         t = summaries
         async with self._db.write() as conn:
@@ -104,7 +104,7 @@ class SqlConversationStore:
                 .where(
                     t.c.user_id == user_id,
                     t.c.conversation_id == conversation_id,
-                    t.c.last_seq == expect_last_seq,
+                    t.c.version == expect_version,
                 )
                 .values(
                     read_seq=case(
@@ -136,7 +136,7 @@ class SqlConversationStore:
                     t.c.read_seq < seq,
                 )
                 .values(
-                    unread=case((t.c.unread > 0, t.c.unread - 1), else_=0),
+                    unread=UNREAD_UNKNOWN,
                     last_preview=case(
                         (t.c.last_seq == seq, ""), else_=t.c.last_preview
                     ),
@@ -155,6 +155,7 @@ def _apply_assignments(new: Columns) -> list[tuple[str, ColumnElement[Any]]]:
             "unread",
             case(
                 (own, 0),
+                (t.c.unread == UNREAD_UNKNOWN, UNREAD_UNKNOWN),
                 (new.last_seq > t.c.read_seq, t.c.unread + 1),
                 else_=t.c.unread,
             ),

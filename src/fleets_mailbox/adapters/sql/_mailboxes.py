@@ -212,10 +212,10 @@ class SqlMailboxStore:
             & (t.c.deleted == false())
         )
         async with self._db.write() as conn:
+            await conn.execute(update(t).where(live).values(deleted=True))
             result = await conn.scalars(
-                select(t.c.user_id).where(live).with_for_update()
+                select(t.c.user_id).where(
+                    t.c.conversation_id == conversation_id, t.c.seq == seq
+                )
             )
-            changed = sorted(result)
-            if changed:
-                await conn.execute(update(t).where(live).values(deleted=True))
-        return changed
+            return sorted(result)

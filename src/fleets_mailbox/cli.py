@@ -1,0 +1,145 @@
+"""The ``fleets-mailbox`` command.
+
+* ``fleets-mailbox demo``: runs the example chat server (SQLite in one file,
+  or memory with ``--memory``) and prints the URL of its browser page;
+* ``fleets-mailbox replay``: replays real conversations through a server
+  (`fleets_mailbox.replay`).
+
+The server modules need the ``[server]`` extra; they are imported only by
+the command that runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DB = "./fleets-demo.sqlite3"
+
+
+def build_parser(*, with_replay: bool = False) -> argparse.ArgumentParser:
+    """Returns the command's parser; ``with_replay`` adds the replay options."""
+    parser = argparse.ArgumentParser(
+        prog="fleets-mailbox",
+        description="Store, order, sync and push chat messages: demo and tools.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the example chat server with its browser page",
+        description="Runs the example chat server and prints the URL to open.",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    demo.add_argument("--port", type=int, default=8000, help="port (0 picks one)")
+    demo.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="PATH",
+        help=f"SQLite file that keeps the chats (default {DEFAULT_DB})",
+    )
+    demo.add_argument(
+        "--memory", action="store_true", help="keep everything in memory instead"
+    )
+    demo.add_argument(
+        "--secret",
+        default=os.environ.get("FLEETS_DEMO_SECRET"),
+        help="secret that signs the demo tokens (default: $FLEETS_DEMO_SECRET, "
+        "else a random one, so tokens end with the process)",
+    )
+    demo.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level of the server (default info)",
+    )
+
+    replay = commands.add_parser(
+        "replay",
+        help="replay real multilingual conversations through a server and check them",
+        description="Replays chatterbot-corpus dialogues through a server.",
+        add_help=with_replay,
+    )
+    if with_replay:
+        _replay_module().add_arguments(replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command; returns its exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    with_replay = bool(args_list) and args_list[0] == "replay"
+    try:
+        parser = build_parser(with_replay=with_replay)
+    except ImportError as exc:
+        print(f"fleets-mailbox replay is not available: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(args_list)
+
+    if args.command == "demo":
+        return _demo(args)
+    code = asyncio.run(_replay_module().run(args))
+    return int(code or 0)
+
+
+def _replay_module() -> ModuleType:
+    return importlib.import_module("fleets_mailbox.replay")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # Warnings from everyone; our own loggers at the chosen level.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("fleets_mailbox").setLevel(args.log_level.upper())
+    db_path = None if args.memory else args.db
+    try:
+        return asyncio.run(_serve_demo(args, db_path))
+    except KeyboardInterrupt:
+        return 130
+    except ImportError as exc:
+        print(
+            f"fleets-mailbox demo needs the [server] extra and the SQL adapter: {exc}"
+            "\n  pip install 'fleets-mailbox[server]', or run with --memory",
+            file=sys.stderr,
+        )
+        return 2
+
+
+async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
+    from .server import BackgroundServer, create_app, open_demo_service
+
+    service = await open_demo_service(db_path)
+    app = create_app(service, secret=args.secret or secrets.token_hex(32))
+    server = BackgroundServer(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        capture_signals=True,
+    )
+    try:
+        await server.start()
+    except RuntimeError as exc:
+        print(f"fleets-mailbox demo: {exc}", file=sys.stderr)
+        await service.close()
+        return 1
+    where = "memory" if db_path is None else db_path
+    print(
+        f"fleets-mailbox demo: open {server.url}/ (chats kept in {where})", flush=True
+    )
+    print("  log in as any user id; Ctrl-C stops the server", flush=True)
+    await server.wait()
+    await server.stop()
+    return 0
