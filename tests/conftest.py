@@ -1,0 +1,96 @@
+"""Fixtures shared by the tests: store bundles for each embedded backend.
+
+``backend`` runs a test once per backend: "memory" (`Stores.memory`) and
+"sqlite" (`fleets_mailbox.adapters.sql.open_sql_stores` on a file in the
+test's temporary directory). ``stores`` is a fresh bundle of that backend;
+``stores_factory`` opens more of them, e.g. one per Hypothesis example.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from fleets_mailbox import Stores
+
+BACKENDS = ("memory", "sqlite")
+
+StoresFactory = Callable[[], Awaitable[Stores]]
+
+
+def sql_adapter() -> ModuleType | None:
+    """Returns `fleets_mailbox.adapters.sql`, or None while it does not exist."""
+    try:
+        return importlib.import_module("fleets_mailbox.adapters.sql")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("fleets_mailbox.adapters.sql", "fleets_mailbox.adapters"):
+            raise
+        return None
+
+
+def require_sql() -> ModuleType:
+    """Returns the SQL adapter module, or skips the test while it is missing."""
+    module = sql_adapter()
+    if module is None:
+        pytest.skip("fleets_mailbox.adapters.sql (the SQLite backend) is not there yet")
+    return module
+
+
+def sqlite_url(path: Path) -> str:
+    """Returns the SQLAlchemy URL of a SQLite database file."""
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def new_stores_factory(backend: str, directory: Path) -> StoresFactory:
+    """Returns a function that opens a fresh, empty bundle of ``backend``.
+
+    Each call opens new stores (a new database file for "sqlite"); the caller
+    closes them with `Stores.close`.
+    """
+    if backend == "memory":
+
+        async def memory() -> Stores:
+            return Stores.memory()
+
+        return memory
+    if backend == "sqlite":
+        sql = require_sql()
+        numbers = itertools.count(1)
+
+        async def sqlite() -> Stores:
+            path = directory / f"fleets-{next(numbers)}.sqlite3"
+            stores: Stores = await sql.open_sql_stores(sqlite_url(path))
+            return stores
+
+        return sqlite
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of a backend; the tests using it run once for each."""
+    name: str = request.param
+    if name == "sqlite":
+        require_sql()
+    return name
+
+
+@pytest.fixture
+def stores_factory(backend: str, tmp_path: Path) -> StoresFactory:
+    """Opens fresh bundles of the test's backend; the caller closes them."""
+    return new_stores_factory(backend, tmp_path)
+
+
+@pytest.fixture
+async def stores(stores_factory: StoresFactory) -> AsyncIterator[Stores]:
+    """A fresh bundle of the test's backend, closed after the test."""
+    opened = await stores_factory()
+    try:
+        yield opened
+    finally:
+        await opened.close()
