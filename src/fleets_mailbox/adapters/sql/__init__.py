@@ -23,11 +23,13 @@ with `create_sql_engine`, run `upgrade_schema` and pass it to each store.
 
 Every method is one statement or one transaction, safe when many tasks and
 several processes call it at once. SQLite runs in WAL mode (readers never
-wait) with a busy timeout of `BUSY_TIMEOUT_MS` and SQLite's default
-``synchronous=FULL``; its write transactions take the write lock up front
-(``BEGIN IMMEDIATE``). MySQL runs in READ COMMITTED. Driver errors become
-`StoreError` at one place (``_dialect.translate_errors``): a lock held past
-the timeout, a deadlock or a lost connection is a `TransientStoreError`.
+wait) with a busy timeout of `BUSY_TIMEOUT_MS` and ``synchronous=NORMAL``
+(a committed send survives the process dying; a power cut can lose the last
+transactions, never corrupt the file); its write transactions take the
+write lock up front (``BEGIN IMMEDIATE``). MySQL runs in READ COMMITTED.
+Driver errors become `StoreError` at one place
+(``_dialect.translate_errors``): a lock held past the timeout, a deadlock or
+a lost connection is a `TransientStoreError`.
 
 Options: the URL picks the database (``sqlite+aiosqlite:///path``,
 ``mysql+asyncmy://…``, ``postgresql+asyncpg://…``); ``echo`` logs SQL;
