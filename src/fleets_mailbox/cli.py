@@ -127,6 +127,9 @@ async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        # The access log would print the WebSocket's ?token= with each
+        # connection, so the demo goes without it.
+        access_log=False,
         capture_signals=True,
     )
     try:
