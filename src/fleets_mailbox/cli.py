@@ -53,6 +53,13 @@ def build_parser(*, with_replay: bool = False) -> argparse.ArgumentParser:
         "--memory", action="store_true", help="keep everything in memory instead"
     )
     demo.add_argument(
+        "--mongo",
+        default=os.environ.get("FLEETS_MONGO_URI"),
+        metavar="URI",
+        help="keep message content and mailboxes in this MongoDB "
+        "(default: $FLEETS_MONGO_URI, else SQLite)",
+    )
+    demo.add_argument(
         "--secret",
         default=os.environ.get("FLEETS_DEMO_SECRET"),
         help="secret that signs the demo tokens (default: $FLEETS_DEMO_SECRET, "
@@ -120,7 +127,7 @@ def _demo(args: argparse.Namespace) -> int:
 async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
     from .server import BackgroundServer, create_app, open_demo_service
 
-    service = await open_demo_service(db_path)
+    service = await open_demo_service(db_path, mongo_uri=args.mongo)
     app = create_app(service, secret=args.secret or secrets.token_hex(32))
     server = BackgroundServer(
         app,
@@ -139,6 +146,8 @@ async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
         await service.close()
         return 1
     where = "memory" if db_path is None else db_path
+    if args.mongo:
+        where += " and MongoDB"
     print(
         f"fleets-mailbox demo: open {server.url}/ (chats kept in {where})", flush=True
     )

@@ -3,7 +3,9 @@
 `MongoMessageStore` keeps each message once; `MongoMailboxStore` keeps the
 per-user mailbox entries and each conversation's log (seq counter, send
 lease, holes). Open both with `open_mongo_stores`, which creates the indexes
-idempotently. Requires the ``mongo`` extra (pymongo >= 4.9).
+idempotently, or move a `Stores` bundle's content and mailboxes to MongoDB
+with `with_mongo`. Requires the ``mongo`` extra (pymongo >= 4.9). Against a
+test stand-in such as SecantusDB pass ``retryWrites=false`` (docs/mongo.md).
 
 Documents (collection names take an optional prefix, default ``fleets_``)::
 
@@ -47,6 +49,7 @@ import contextlib
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from typing import Any
 
+import attrs
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -60,8 +63,15 @@ from pymongo.errors import (
 
 from ..errors import LeaseLost, StoreError, TransientStoreError, UnknownMessage
 from ..model import MailboxEntry, Message, MessageStatus, SendLease
+from ..service import Stores
 
-__all__ = ["MongoMailboxStore", "MongoMessageStore", "open_mongo_stores"]
+__all__ = [
+    "MongoMailboxStore",
+    "MongoMessageStore",
+    "mongo_stores",
+    "open_mongo_stores",
+    "with_mongo",
+]
 
 _Doc = dict[str, Any]
 
@@ -418,6 +428,24 @@ async def open_mongo_stores(
         await client.close()
         raise
     return messages, mailboxes, client
+
+
+async def with_mongo(
+    stores: Stores, uri: str, database: str = "fleets", **options: Any
+) -> Stores:
+    """Returns ``stores`` with content and mailboxes moved to MongoDB.
+
+    The conversation, notification and analytics stores and the directory
+    stay as they are (SQL in production). Closing the result closes the
+    MongoDB client and then ``stores``.
+    """
+    messages, mailboxes, client = await open_mongo_stores(uri, database, **options)
+
+    async def close() -> None:
+        await client.close()
+        await stores.close()
+
+    return attrs.evolve(stores, messages=messages, mailboxes=mailboxes, on_close=close)
 
 
 @contextlib.asynccontextmanager

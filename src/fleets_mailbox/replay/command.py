@@ -99,6 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated corpus languages, e.g. english,japanese (default: all)",
     )
     parser.add_argument(
+        "--mongo",
+        metavar="URI",
+        default=None,
+        help="embedded server only: keep content and mailboxes in a new "
+        "database of this MongoDB",
+    )
+    parser.add_argument(
         "--store",
         choices=("sqlite", "memory"),
         default="sqlite",
@@ -140,6 +147,7 @@ async def run(args: argparse.Namespace) -> int:
             languages=args.languages,
             run_id=args.run_id,
             store=args.store,
+            mongo_uri=args.mongo,
             progress=not quiet and sys.stderr.isatty(),
         )
     except (ReplayError, CorpusError, ValueError) as exc:

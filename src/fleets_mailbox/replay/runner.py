@@ -360,13 +360,15 @@ async def replay(
     languages: Sequence[str] | None = None,
     run_id: str | None = None,
     store: str = "sqlite",
+    mongo_uri: str | None = None,
     progress: bool = False,
     dialogues: Sequence[Dialogue] | None = None,
 ) -> ReplayReport:
     """Replays the corpus through a server and checks every user's view.
 
     Without ``url`` it runs its own server (`fleets_mailbox.server`) on a
-    temporary SQLite file (``store="memory"``: in memory). ``run_id``
+    temporary SQLite file (``store="memory"``: in memory), with content and
+    mailboxes in a new database of ``mongo_uri`` if given. ``run_id``
     prefixes user, group and message ids (by default nothing on the
     embedded server and a random tag on another, so runs do not meet).
     ``progress`` shows a progress bar on stderr. Raises `ReplayError` when
@@ -393,13 +395,15 @@ async def replay(
     )
     started = time.perf_counter()
     with _Progress(progress, plan.sends) as bar:
-        async with _server(url, store) as base_url:
+        async with _server(url, store, mongo_uri) as base_url:
             run = _Run(plan, base_url, concurrency, bar)
             return await run.execute(started)
 
 
 @contextlib.asynccontextmanager
-async def _server(url: str | None, store: str) -> AsyncIterator[str]:
+async def _server(
+    url: str | None, store: str, mongo_uri: str | None = None
+) -> AsyncIterator[str]:
     """Yields the base URL of the server to replay through."""
     if url is not None:
         yield url.rstrip("/")
@@ -412,7 +416,10 @@ async def _server(url: str | None, store: str) -> AsyncIterator[str]:
         ) from exc
     with tempfile.TemporaryDirectory(prefix="fleets-replay-") as tmp:
         db_path = None if store == "memory" else str(Path(tmp) / "replay.sqlite3")
-        service = await open_demo_service(db_path)
+        database = f"fleets_replay_{secrets.token_hex(4)}"
+        service = await open_demo_service(
+            db_path, mongo_uri=mongo_uri, mongo_database=database
+        )
         try:
             app = create_app(service, secret=secrets.token_urlsafe(32))
             server = BackgroundServer(app)

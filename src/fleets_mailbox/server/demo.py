@@ -1,7 +1,8 @@
 """`open_demo_service`: the service the demo server runs on.
 
 SQLite in one file (or memory), the in-process `LocalBus` and presence: one
-process, no other servers.
+process, no other servers. With a MongoDB URI, message content and
+mailboxes live in MongoDB and the rest stays in SQLite.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from ..service import MailboxService, Stores
 __all__ = ["open_demo_service"]
 
 
-async def open_demo_service(db_path: str | None, **options: Any) -> MailboxService:
+async def open_demo_service(
+    db_path: str | None,
+    *,
+    mongo_uri: str | None = None,
+    mongo_database: str = "fleets",
+    **options: Any,
+) -> MailboxService:
     """Returns a service on SQLite at ``db_path``, or in memory if it is None.
 
+    With ``mongo_uri``, content and mailboxes go to that MongoDB database.
     ``options`` go to `MailboxService` (``max_body_bytes``, ...).
     """
     if db_path is None:
@@ -27,4 +35,12 @@ async def open_demo_service(db_path: str | None, **options: Any) -> MailboxServi
         from ..adapters.sql import open_sql_stores
 
         stores = await open_sql_stores(f"sqlite+aiosqlite:///{db_path}")
+    if mongo_uri is not None:
+        from ..adapters.mongo import with_mongo
+
+        try:
+            stores = await with_mongo(stores, mongo_uri, mongo_database)
+        except BaseException:
+            await stores.close()
+            raise
     return MailboxService(stores, LocalBus(), MemoryPresence(), **options)
