@@ -87,9 +87,11 @@ class SyncService:
             missing = [e.message_id for e in entries if e.message_id not in found]
             logger.warning("mailbox entries point at missing messages %s", missing)
 
-        upto = entries[-1].seq if has_more else max(last_seq, from_seq)
-        holes = await self.mailboxes.holes(conversation_id, from_seq, upto)
         next_from = max([from_seq, *(e.seq for e in entries)])
+        # A hole can be declared, and a later seq written, after last_seq
+        # was read: look as far as the page reaches, or further.
+        upto = next_from if has_more else max(last_seq, next_from)
+        holes = await self.mailboxes.holes(conversation_id, from_seq, upto)
         return SyncPage(
             conversation_id=conversation_id,
             from_seq=from_seq,
