@@ -32,5 +32,13 @@ log "ruff"
 log "mypy"
 .venv/bin/mypy
 
+# The real servers the adapter tests need, unless the caller points the
+# variables at servers of its own.
+if [ -z "${FLEETS_TEST_MONGO_URI:-}" ]; then
+  log "starting the MongoDB wire-protocol server (scripts/services.sh)"
+  trap 'scripts/services.sh down >/dev/null 2>&1 || true' EXIT
+  eval "$(scripts/services.sh up mongo)"
+fi
+
 log "pytest"
-exec .venv/bin/pytest "$@"
+.venv/bin/pytest "$@"

@@ -1,15 +1,20 @@
 """Fixtures shared by the tests: store bundles for each embedded backend.
 
-``backend`` runs a test once per backend: "memory" (`Stores.memory`) and
+``backend`` runs a test once per backend: "memory" (`Stores.memory`),
 "sqlite" (`fleets_mailbox.adapters.sql.open_sql_stores` on a file in the
-test's temporary directory). ``stores`` is a fresh bundle of that backend;
-``stores_factory`` opens more of them, e.g. one per Hypothesis example.
+test's temporary directory) and "mongo" (content and mailboxes in a new
+database of the server of ``FLEETS_TEST_MONGO_URI``, the rest in SQLite;
+marked ``mongo``, skipped with the reason when the variable is unset).
+``stores`` is a fresh bundle of that backend; ``stores_factory`` opens more
+of them, e.g. one per Hypothesis example.
 """
 
 from __future__ import annotations
 
 import importlib
 import itertools
+import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +23,7 @@ import pytest
 
 from fleets_mailbox import Stores
 
-BACKENDS = ("memory", "sqlite")
+BACKENDS = ("memory", "sqlite", pytest.param("mongo", marks=pytest.mark.mongo))
 
 StoresFactory = Callable[[], Awaitable[Stores]]
 
@@ -39,6 +44,28 @@ def require_sql() -> ModuleType:
     if module is None:
         pytest.skip("fleets_mailbox.adapters.sql (the SQLite backend) is not there yet")
     return module
+
+
+def mongo_uri() -> str:
+    """Returns the test MongoDB's URI, or skips the test when none is set."""
+    uri = os.environ.get("FLEETS_TEST_MONGO_URI")
+    if not uri:
+        pytest.skip(
+            "FLEETS_TEST_MONGO_URI is not set; scripts/services.sh up mongo "
+            "starts a server and prints it (scripts/test.sh does both)"
+        )
+    return uri
+
+
+async def drop_mongo_database(uri: str, database: str) -> None:
+    """Drops a test database."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
 
 
 def sqlite_url(path: Path) -> str:
@@ -68,6 +95,30 @@ def new_stores_factory(backend: str, directory: Path) -> StoresFactory:
             return stores
 
         return sqlite
+    if backend == "mongo":
+        sql = require_sql()
+        uri = mongo_uri()
+        from fleets_mailbox.adapters.mongo import with_mongo
+
+        numbers = itertools.count(1)
+
+        async def mongo() -> Stores:
+            path = directory / f"fleets-{next(numbers)}.sqlite3"
+            database = f"fleets_test_{uuid.uuid4().hex[:12]}"
+            stores: Stores = await with_mongo(
+                await sql.open_sql_stores(sqlite_url(path)), uri, database
+            )
+            close = stores.on_close
+
+            async def close_and_drop() -> None:
+                if close is not None:
+                    await close()
+                await drop_mongo_database(uri, database)
+
+            stores.on_close = close_and_drop
+            return stores
+
+        return mongo
     raise ValueError(f"unknown backend {backend!r}")
 
 
@@ -75,8 +126,10 @@ def new_stores_factory(backend: str, directory: Path) -> StoresFactory:
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of a backend; the tests using it run once for each."""
     name: str = request.param
-    if name == "sqlite":
+    if name in ("sqlite", "mongo"):
         require_sql()
+    if name == "mongo":
+        mongo_uri()
     return name
 
 

@@ -110,7 +110,11 @@ PROFILE = settings.get_profile(
     else "fleets-invariants"
 )
 #: SQLite round trips cost milliseconds: fewer examples keep it under a minute.
-EXAMPLES = {"memory": PROFILE.max_examples, "sqlite": PROFILE.max_examples // 6}
+EXAMPLES = {
+    "memory": PROFILE.max_examples,
+    "sqlite": PROFILE.max_examples // 6,
+    "mongo": PROFILE.max_examples // 10,
+}
 
 
 #: Seeds of the random yields that interleave the tasks of one step.

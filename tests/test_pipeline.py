@@ -139,6 +139,9 @@ async def setup(
         path = tmp_path / "copy.sqlite3"
         shutil.copyfile(template, path)
         stores = await require_sql().open_sql_stores(sqlite_url(path))
+    elif backend == "mongo":
+        stores = await request.getfixturevalue("stores_factory")()
+        await populate(stores)
     else:
         stores = Stores.memory()
         await populate(stores)
