@@ -186,3 +186,13 @@ async def test_two_processes_sending_into_one_group(tmp_path: Path) -> None:
     finally:
         await stores.close()
         await drop_mongo_database(uri, name)
+
+
+@pytest.mark.slow
+async def test_replay_with_content_and_mailboxes_in_mongo() -> None:
+    from fleets_mailbox.replay import replay
+
+    report = await replay(None, messages=150, users=10, seed=3, mongo_uri=mongo_uri())
+    assert report.sent == report.stored == 150
+    assert (report.lost, report.duplicated, report.misordered) == (0, 0, 0)
+    assert report.ok and report.pushed > 0

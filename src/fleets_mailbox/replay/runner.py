@@ -431,6 +431,19 @@ async def _server(
             yield server.url
         finally:
             await server.stop()
+            if mongo_uri is not None:
+                await _drop_database(mongo_uri, database)
+
+
+async def _drop_database(uri: str, database: str) -> None:
+    """Drops the MongoDB database an embedded server used."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
 
 
 class _Progress:
