@@ -430,6 +430,8 @@ BAD_SENDS: list[tuple[str, str, str | dict[str, Any], int, str]] = [
     ("malformed JSON", "alice", '{"conversationId": "d:alice:bob", "body": ', 422,
      "invalid_request"),
     ("JSON array", "alice", "[1, 2]", 422, "invalid_request"),
+    ("JSON nested past the parser", "alice", "[" * 10000 + "]" * 10000, 422,
+     "invalid_request"),
     ("empty request", "alice", "", 422, "invalid_request"),
 ]  # fmt: skip
 
@@ -804,3 +806,35 @@ async def test_example_custom_directory_runs(
     assert "ada reads: ['COBOL at 3?']" in out
     assert "refused: 'linus' is not a member of 'g:compilers'" in out
     assert "refused: unknown conversation 'd:ada:mallory'" in out
+
+
+async def test_body_that_is_not_utf8_is_refused_like_malformed_json(
+    client: httpx.AsyncClient, service: MailboxService, seeded: dict[str, Any]
+) -> None:
+    response = await client.post(
+        "/api/messages",
+        content=b'{"to": "bob", "body": "\xff", "clientMsgId": "b"}',
+        headers={**auth("alice"), "Content-Type": "application/json"},
+    )
+    body = refused(response, 422, "invalid_request")
+    assert body["details"]
+    assert await snapshot(service) == seeded
+
+
+async def test_sync_with_a_cursor_ahead_reports_the_real_last_seq(
+    client: httpx.AsyncClient, service: MailboxService
+) -> None:
+    sent = await client.post(
+        "/api/messages",
+        json={"to": "bob", "body": "hi", "clientMsgId": "ahead-1"},
+        headers=auth("alice"),
+    )
+    conversation = sent.json()["message"]["conversationId"]
+    page = await client.get(
+        "/api/sync",
+        params={"conversationId": conversation, "fromSequence": 500},
+        headers=auth("bob"),
+    )
+    assert page.status_code == 200
+    assert page.json()["messages"] == []
+    assert page.json()["lastSeq"] == 1

@@ -211,7 +211,8 @@ async def test_ping_pong_and_unknown_frames(server: BackgroundServer) -> None:
         assert json.loads(await ws.recv())["type"] == "hello"
         await ws.send('{"type": "ping"}')
         assert json.loads(await asyncio.wait_for(ws.recv(), WAIT)) == {"type": "pong"}
-        for junk in ("not json", '{"type": "send", "body": "x"}', "[]"):
+        deep = ["[" * 5000, '{"a":' * 3000 + "1" + "}" * 3000]
+        for junk in ("not json", '{"type": "send", "body": "x"}', "[]", *deep):
             await ws.send(junk)
             reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
             assert reply["type"] == "error"

@@ -6,7 +6,7 @@ import logging
 
 from attrs import frozen
 
-from .errors import InvalidRange, NotFound, TransientStoreError
+from .errors import ConversationBusy, InvalidRange, NotFound, TransientStoreError
 from .events import read_event
 from .model import (
     ConversationSummary,
@@ -99,7 +99,7 @@ class SyncService:
             holes=tuple(holes),
             next_from_seq=next_from,
             has_more=has_more,
-            last_seq=max(last_seq, next_from),
+            last_seq=max([last_seq, *(e.seq for e in entries)]),
         )
 
     async def conversations_since(
@@ -175,9 +175,7 @@ class SyncService:
             if moved is not None:
                 await self._publish_read(moved)
                 return moved
-        raise TransientStoreError(
-            f"{conversation_id!r} kept changing while marking it read; retry"
-        )
+        raise ConversationBusy(conversation_id)
 
     async def _publish_read(self, summary: ConversationSummary) -> None:
         if self.bus is None:

@@ -370,7 +370,7 @@ def _answer(message: asgi.Message) -> dict[str, Any]:
         text = message["bytes"].decode("utf-8", "replace")
     try:
         frame = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         frame = None
     if isinstance(frame, dict) and frame.get("type") == "ping":
         return {"type": "pong"}

@@ -146,6 +146,15 @@ def install_error_handlers(app: FastAPI) -> None:
         request: Request, exc: StarletteHTTPException
     ) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
+        if exc.status_code == 400:
+            # FastAPI answers 400 when a body is not JSON at all (bad UTF-8,
+            # nesting past the parser's depth): the same case as malformed
+            # JSON, which the API answers with 422.
+            detail = {"type": "json_invalid", "loc": ["body"], "msg": str(exc.detail)}
+            return JSONResponse(
+                error_body("invalid_request", str(exc.detail), details=[detail]),
+                status_code=422,
+            )
         return JSONResponse(
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,
