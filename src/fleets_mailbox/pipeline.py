@@ -182,7 +182,10 @@ class SendPipeline:
                 raise DuplicateMessage(sender_id, client_msg_id, stored.message_id)
             if stored.status is MessageStatus.COMMITTED:
                 return SendResult(stored, created=False)
-        return SendResult(await self._finish(stored), created=created)
+        # A new message goes on with the members it was stored with; a resend
+        # reads them back from the store.
+        recipients = sorted(members) if created else None
+        return SendResult(await self._finish(stored, recipients), created=created)
 
     async def repair(self, older_than_ms: int = 60_000, limit: int = 100) -> int:
         """Completes pending sends older than ``older_than_ms``; returns how many."""
@@ -250,7 +253,9 @@ class SendPipeline:
         if size > self.max_body_bytes:
             raise MessageTooLarge(size, self.max_body_bytes)
 
-    async def _finish(self, message: Message) -> Message:
+    async def _finish(
+        self, message: Message, recipients: Sequence[str] | None = None
+    ) -> Message:
         """Takes the lease, completes what is pending and, unless done, this send."""
         conversation_id = message.conversation_id
         holder = uuid.uuid4().hex
@@ -260,15 +265,20 @@ class SendPipeline:
             lease = await self._acquire(conversation_id, holder)
             try:
                 if lease.pending_message_id is not None:
-                    previous = await self._complete(
-                        lease.pending_message_id, lease.pending_seq
-                    )
-                    if previous is None:
+                    pending = await self.messages.get(lease.pending_message_id)
+                    if pending is None:
+                        logger.warning(
+                            "pending message %s is gone; seq %d burned",
+                            lease.pending_message_id,
+                            lease.pending_seq,
+                        )
                         await self.mailboxes.declare_hole(
                             conversation_id, lease.pending_seq
                         )
-                    elif previous[1]:
-                        to_publish.append(previous)
+                    else:
+                        previous = await self._complete(pending, lease.pending_seq)
+                        if previous[1]:
+                            to_publish.append(previous)
 
                 current = await self.messages.get(message.message_id)
                 if current is None:
@@ -283,9 +293,7 @@ class SendPipeline:
                             holder,
                             current.message_id,
                         )
-                    completed = await self._complete(current.message_id, seq)
-                    if completed is None:
-                        raise UnknownMessage(message.message_id)
+                    completed = await self._complete(current, seq, recipients)
                     current = completed[0]
                     to_publish.append(completed)
                 await self._step("release")
@@ -301,26 +309,25 @@ class SendPipeline:
         return current
 
     async def _complete(
-        self, message_id: str, seq: int
-    ) -> tuple[Message, Sequence[str]] | None:
-        """Finishes the send of ``message_id`` under ``seq``; None if it is gone.
+        self, message: Message, seq: int, recipients: Sequence[str] | None = None
+    ) -> tuple[Message, Sequence[str]]:
+        """Finishes the send of ``message`` (as stored) under ``seq``.
 
-        Returns the committed message and the recipients it was delivered to
-        (none when it had been committed before).
+        ``recipients`` are the ones stored with it, when the caller knows
+        them. Returns the committed message and the recipients it was
+        delivered to (none when it had been committed before).
         """
-        message = await self.messages.get(message_id)
-        if message is None:
-            logger.warning("pending message %s is gone; seq %d burned", message_id, seq)
-            return None
         if message.status is MessageStatus.COMMITTED:
             return message, ()
+        message_id = message.message_id
         conversation_id = message.conversation_id
         if message.seq != seq:
             await self._step("assign_seq")
             await self._retry(self.messages.assign_seq, message_id, seq)
             message = attrs.evolve(message, seq=seq)
 
-        recipients = await self._retry(self.messages.pending_recipients, message_id)
+        if recipients is None:
+            recipients = await self._retry(self.messages.pending_recipients, message_id)
         await self._step("fan_out")
         for chunk in _chunks(recipients, self.chunk_size):
             entries = [
