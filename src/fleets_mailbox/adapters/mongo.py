@@ -461,35 +461,15 @@ async def mongo_stores(
 
 
 def _message_doc(message: Message) -> _Doc:
-    return {
-        "_id": _str(message.message_id),
-        "conversation_id": _str(message.conversation_id),
-        "sender_id": _str(message.sender_id),
-        "client_msg_id": _str(message.client_msg_id),
-        "body": message.body,
-        "created_at": message.created_at,
-        "seq": message.seq,
-        "status": message.status.value,
-        "kind": message.kind,
-        "edited_at": message.edited_at,
-        "deleted": message.deleted,
-    }
+    doc = message.to_dict()
+    for name in ("message_id", "conversation_id", "sender_id", "client_msg_id"):
+        _str(doc[name])
+    doc["_id"] = doc.pop("message_id")
+    return doc
 
 
 def _message(doc: _Doc) -> Message:
-    return Message(
-        message_id=doc["_id"],
-        conversation_id=doc["conversation_id"],
-        sender_id=doc["sender_id"],
-        client_msg_id=doc["client_msg_id"],
-        body=doc["body"],
-        created_at=doc["created_at"],
-        seq=doc["seq"],
-        status=MessageStatus(doc["status"]),
-        kind=doc.get("kind", "text"),
-        edited_at=doc.get("edited_at"),
-        deleted=bool(doc.get("deleted", False)),
-    )
+    return Message.from_dict({**doc, "message_id": doc["_id"]})
 
 
 def _entry_doc(entry: MailboxEntry) -> _Doc:
