@@ -16,16 +16,15 @@ from typing import Any
 
 import attrs
 
+from ..directory import members_of
 from ..errors import (
     GroupExists,
     LeaseLost,
     StoreError,
-    UnknownConversation,
     UnknownGroup,
     UnknownMessage,
 )
 from ..model import (
-    ConversationKind,
     ConversationSummary,
     Group,
     MailboxEntry,
@@ -33,9 +32,6 @@ from ..model import (
     MessageStatus,
     Notification,
     SendLease,
-    conversation_kind,
-    conversation_members_of_direct,
-    group_of,
 )
 from ..protocols import UNREAD_UNKNOWN, Connection, SummaryUpdate
 
@@ -402,18 +398,11 @@ class MemoryDirectory:
         self._system = {k: frozenset(v) for k, v in (system_members or {}).items()}
 
     async def members(self, conversation_id: str) -> frozenset[str]:
-        kind = conversation_kind(conversation_id)
-        if kind is ConversationKind.DIRECT:
-            return frozenset(conversation_members_of_direct(conversation_id))
-        if kind is ConversationKind.GROUP:
-            group = self._groups.get(group_of(conversation_id))
-            if group is None:
-                raise UnknownConversation(conversation_id)
-            return group.members
-        members = self._system.get(conversation_id[2:])
-        if members is None:
-            raise UnknownConversation(conversation_id)
-        return members
+        return await members_of(conversation_id, self._group_members, self._system)
+
+    async def _group_members(self, group_id: str) -> frozenset[str] | None:
+        group = self._groups.get(group_id)
+        return None if group is None else group.members
 
     async def create_group(
         self, group_id: str, owner_id: str, name: str, members: Collection[str]

@@ -7,13 +7,10 @@ from collections.abc import Collection, Iterable, Mapping
 from sqlalchemy import Row, Select, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ...errors import GroupExists, UnknownConversation, UnknownGroup
+from ...directory import members_of
+from ...errors import GroupExists, UnknownGroup
 from ...model import (
-    ConversationKind,
     Group,
-    conversation_kind,
-    conversation_members_of_direct,
-    group_of,
 )
 from ._dialect import Database, IntegrityViolation
 from .schema import group_members, groups
@@ -37,19 +34,12 @@ class SqlDirectory:
         self._system = {k: frozenset(v) for k, v in (system_members or {}).items()}
 
     async def members(self, conversation_id: str) -> frozenset[str]:
-        kind = conversation_kind(conversation_id)
-        if kind is ConversationKind.DIRECT:
-            return frozenset(conversation_members_of_direct(conversation_id))
-        if kind is ConversationKind.GROUP:
-            async with self._db.read() as conn:
-                group = await _group(conn, group_of(conversation_id))
-            if group is None:
-                raise UnknownConversation(conversation_id)
-            return group.members
-        members = self._system.get(conversation_id[2:])
-        if members is None:
-            raise UnknownConversation(conversation_id)
-        return members
+        return await members_of(conversation_id, self._group_members, self._system)
+
+    async def _group_members(self, group_id: str) -> frozenset[str] | None:
+        async with self._db.read() as conn:
+            group = await _group(conn, group_id)
+        return None if group is None else group.members
 
     async def create_group(
         self, group_id: str, owner_id: str, name: str, members: Collection[str]
