@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from typing import Any
 
-import attrs
 import pytest
 
 from fleets_mailbox import Stores, SyncService
@@ -21,62 +20,36 @@ from fleets_mailbox.adapters.local_bus import LocalBus
 from fleets_mailbox.adapters.memory import MemoryPresence
 from fleets_mailbox.analytics import AnalyticsConsumer, day_of
 from fleets_mailbox.events import message_event
-from fleets_mailbox.model import Message, direct_conversation, group_conversation
-from fleets_mailbox.pipeline import SendPipeline
+from fleets_mailbox.model import Message, direct_conversation
 from fleets_mailbox.protocols import Connection
 from fleets_mailbox.push import PushConsumer
 from fleets_mailbox.testing import (
+    LEASE_MS,
     CallLog,
     CrashHook,
-    FakeClock,
+    PipelineHarness,
     ProcessDeath,
     RecordingConnection,
     walk_sync,
 )
 
-LEASE_MS = 10_000
 AB = direct_conversation("alice", "bob")
 
 
-@attrs.define
-class World:
-    """One store bundle with a fake clock, a local bus and push to presence."""
+class World(PipelineHarness):
+    """A `PipelineHarness` on a `LocalBus` whose push reaches `MemoryPresence`."""
 
-    stores: Stores
-    clock: FakeClock
     bus: LocalBus
-    presence: MemoryPresence
-    push: PushConsumer
-    sync: SyncService
-    pipeline: SendPipeline
 
-    def new_pipeline(self, **options: Any) -> SendPipeline:
-        """A pipeline over the same stores, as another process has."""
-        settings: dict[str, Any] = {
-            "messages": self.stores.messages,
-            "mailboxes": self.stores.mailboxes,
-            "conversations": self.stores.conversations,
-            "directory": self.stores.directory,
-            "bus": self.bus,
-            "lease_ms": LEASE_MS,
-            "wait_ms": 20_000,
-            "clock": self.clock,
-        }
-        settings.update(options)
-        return SendPipeline(**settings)
-
-    async def group(self, group_id: str, members: Collection[str]) -> str:
-        owner, *others = sorted(members)
-        await self.stores.directory.create_group(group_id, owner, group_id, others)
-        return group_conversation(group_id)
+    def __init__(self, stores: Stores) -> None:
+        super().__init__(stores, LocalBus(retry_delay=0.01), wait_ms=20_000)
+        self.presence = MemoryPresence()
+        self.push = PushConsumer(self.bus, self.presence)
 
     async def connect(self, user_id: str, name: str) -> RecordingConnection:
         connection = RecordingConnection(name)
         await self.presence.connect(user_id, connection)
         return connection
-
-    async def unread(self, user_id: str, conversation_id: str) -> int:
-        return (await self.sync.summary(user_id, conversation_id)).unread
 
     async def check_unread(self, user_id: str, conversation_id: str) -> int:
         """Returns the unread count after checking it against the mailbox."""
@@ -90,39 +63,13 @@ class World:
 
 @pytest.fixture
 async def world(stores: Stores) -> AsyncIterator[World]:
-    clock = FakeClock()
-    bus = LocalBus(retry_delay=0.01)
-    presence = MemoryPresence()
-    push = PushConsumer(bus, presence)
-    await push.start()
-    world = World(
-        stores=stores,
-        clock=clock,
-        bus=bus,
-        presence=presence,
-        push=push,
-        sync=SyncService(
-            messages=stores.messages,
-            mailboxes=stores.mailboxes,
-            conversations=stores.conversations,
-            bus=bus,
-        ),
-        pipeline=SendPipeline(
-            messages=stores.messages,
-            mailboxes=stores.mailboxes,
-            conversations=stores.conversations,
-            directory=stores.directory,
-            bus=bus,
-            lease_ms=LEASE_MS,
-            wait_ms=20_000,
-            clock=clock,
-        ),
-    )
+    world = World(stores)
+    await world.push.start()
     try:
         yield world
     finally:
-        await push.close()
-        await bus.close()
+        await world.push.close()
+        await world.bus.close()
 
 
 @pytest.mark.parametrize("lost", ["reply", "process_after_commit"])

@@ -58,7 +58,7 @@ from fleets_mailbox.model import (
     MessageStatus,
     direct_conversation,
 )
-from fleets_mailbox.pipeline import SendPipeline
+from fleets_mailbox.pipeline import SEND_STEPS, SendPipeline
 from fleets_mailbox.testing import (
     CallLog,
     CrashHook,
@@ -79,17 +79,6 @@ MEMBERS: dict[str, tuple[str, ...]] = {
     "g:duo": GROUPS["duo"],
 }
 CONVERSATIONS = sorted(MEMBERS)
-SEND_STEPS = (
-    "insert_pending",
-    "acquire",
-    "allocate_seq",
-    "assign_seq",
-    "fan_out",
-    "summaries",
-    "commit",
-    "release",
-    "publish",
-)
 
 settings.register_profile(
     "fleets-invariants",

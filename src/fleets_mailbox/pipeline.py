@@ -59,6 +59,7 @@ from .protocols import (
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "PREVIEW_CHARS",
+    "SEND_STEPS",
     "SendPipeline",
     "SendResult",
     "StepHook",
@@ -75,6 +76,19 @@ PREVIEW_CHARS = 80
 #: Called with a step's name before the step runs; raising stops the send
 #: there, as a crash would. For fault-injection tests.
 StepHook = Callable[[str], Awaitable[None]]
+
+#: The steps of a send, in order, by the names `StepHook` is called with.
+SEND_STEPS = (
+    "insert_pending",
+    "acquire",
+    "allocate_seq",
+    "assign_seq",
+    "fan_out",
+    "summaries",
+    "commit",
+    "release",
+    "publish",
+)
 
 _T = TypeVar("_T")
 

@@ -76,7 +76,7 @@ from .doubles import (
     RecordingBus,
     RecordingConnection,
 )
-from .pipeline import PipelineSuite
+from .pipeline import LEASE_MS, PipelineHarness, PipelineSuite
 from .stores import (
     AnalyticsStoreSuite,
     ConversationStoreSuite,
@@ -87,6 +87,7 @@ from .stores import (
 )
 
 __all__ = [
+    "LEASE_MS",
     "AnalyticsStoreSuite",
     "CallLog",
     "ConversationStoreSuite",
@@ -97,6 +98,7 @@ __all__ = [
     "MessageBusSuite",
     "MessageStoreSuite",
     "NotificationStoreSuite",
+    "PipelineHarness",
     "PipelineSuite",
     "ProcessDeath",
     "RecordingBus",

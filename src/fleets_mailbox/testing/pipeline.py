@@ -32,26 +32,14 @@ from ..model import (
     group_conversation,
     new_message_id,
 )
-from ..pipeline import SendPipeline
+from ..pipeline import SEND_STEPS, SendPipeline
+from ..protocols import MessageBus
 from ..service import Stores
 from ..sync import SyncService
 from .checks import walk_sync
 from .doubles import CallLog, CrashHook, FakeClock, ProcessDeath, RecordingBus
 
-__all__ = ["PipelineSuite"]
-
-#: The steps of a send at which `SendPipeline` calls its step hook.
-SEND_STEPS = (
-    "insert_pending",
-    "acquire",
-    "allocate_seq",
-    "assign_seq",
-    "fan_out",
-    "summaries",
-    "commit",
-    "release",
-    "publish",
-)
+__all__ = ["LEASE_MS", "PipelineHarness", "PipelineSuite"]
 
 #: The lease of the suite's pipelines; a crashed holder blocks for this long.
 LEASE_MS = 10_000
@@ -59,13 +47,20 @@ LEASE_MS = 10_000
 DIRECT = direct_conversation("alice", "bob")
 
 
-class _Harness:
-    """One store bundle with a fake clock, a recording bus and helpers."""
+class PipelineHarness:
+    """One store bundle with a fake clock, a bus, a pipeline, sync and helpers.
 
-    def __init__(self, stores: Stores) -> None:
+    ``bus`` defaults to a `RecordingBus`; ``wait_ms`` is how long the
+    harness's pipelines wait for a busy conversation.
+    """
+
+    def __init__(
+        self, stores: Stores, bus: MessageBus | None = None, *, wait_ms: int = 5_000
+    ) -> None:
         self.stores = stores
         self.clock = FakeClock()
-        self.bus = RecordingBus()
+        self.bus: MessageBus = RecordingBus() if bus is None else bus
+        self.wait_ms = wait_ms
         self.sync = SyncService(
             messages=stores.messages,
             mailboxes=stores.mailboxes,
@@ -73,6 +68,13 @@ class _Harness:
             bus=self.bus,
         )
         self.pipeline = self.new_pipeline()
+
+    @property
+    def recorded(self) -> RecordingBus:
+        """The bus, when it is the default `RecordingBus`."""
+        if not isinstance(self.bus, RecordingBus):
+            raise TypeError("this harness runs on a bus that records nothing")
+        return self.bus
 
     def new_pipeline(self, **options: Any) -> SendPipeline:
         """Returns a pipeline over the bundle, as another process would have."""
@@ -83,7 +85,7 @@ class _Harness:
             "directory": self.stores.directory,
             "bus": self.bus,
             "lease_ms": LEASE_MS,
-            "wait_ms": 5_000,
+            "wait_ms": self.wait_ms,
             "clock": self.clock,
         }
         settings.update(options)
@@ -127,11 +129,11 @@ class PipelineSuite(abc.ABC):
         await stores.close()
 
     @contextlib.asynccontextmanager
-    async def opened(self) -> AsyncIterator[_Harness]:
+    async def opened(self) -> AsyncIterator[PipelineHarness]:
         """Yields a harness over `make_stores` and closes the stores afterwards."""
         stores = await self.make_stores()
         try:
-            yield _Harness(stores)
+            yield PipelineHarness(stores)
         finally:
             await self.close_stores(stores)
 
@@ -147,8 +149,8 @@ class PipelineSuite(abc.ABC):
             assert (bob.last_seq, bob.read_seq, bob.unread) == (1, 0, 1)
             assert (alice.last_seq, alice.read_seq, alice.unread) == (1, 1, 0)
             assert bob.last_preview == "hi bob"
-            assert h.bus.keys() == [sent.message_id]
-            assert h.bus.events[0].payload["recipients"] == ["alice", "bob"]
+            assert h.recorded.keys() == [sent.message_id]
+            assert h.recorded.events[0].payload["recipients"] == ["alice", "bob"]
 
     async def test_a_resend_returns_the_original_and_adds_nothing(self) -> None:
         async with self.opened() as h:
@@ -160,7 +162,7 @@ class PipelineSuite(abc.ABC):
             assert await h.seqs("bob", DIRECT) == [1]
             assert await h.unread("bob", DIRECT) == 1
             assert await h.stores.mailboxes.last_seq(DIRECT) == 1
-            assert h.bus.keys() == [first.message_id]
+            assert h.recorded.keys() == [first.message_id]
 
     async def test_a_resend_with_other_content_raises_duplicate_message(self) -> None:
         async with self.opened() as h:
@@ -349,7 +351,7 @@ class PipelineSuite(abc.ABC):
             assert (first.seq, second.seq) == (1, 2)
             await h.check_delivered(first, members)
             assert await h.unread("carol", conversation) == 2
-            assert h.bus.keys() == [first.message_id, second.message_id]
+            assert h.recorded.keys() == [first.message_id, second.message_id]
 
     async def test_a_failure_the_process_survives_frees_the_lease(self) -> None:
         async with self.opened() as h:
@@ -517,7 +519,7 @@ class PipelineSuite(abc.ABC):
             assert (at_3.read_seq, at_3.unread) == (3, 2)
             assert (back_to_1.read_seq, back_to_1.unread) == (3, 2)
             assert (past_the_end.read_seq, past_the_end.unread) == (5, 0)
-            reads = [e.payload for e in h.bus.events if e.topic == READ_TOPIC]
+            reads = [e.payload for e in h.recorded.events if e.topic == READ_TOPIC]
             assert all(r["user_id"] == "bob" for r in reads)
             assert [r["read_seq"] for r in reads] == sorted(
                 r["read_seq"] for r in reads
