@@ -12,6 +12,7 @@ import importlib
 import sys
 
 BENCHMARKS = {
+    "conversations": "bench.conversations",
     "fanout": "bench.fanout",
 }
 

@@ -32,12 +32,15 @@ log "ruff"
 log "mypy"
 .venv/bin/mypy
 
-# The real servers the adapter tests need, unless the caller points the
-# variables at servers of its own.
-if [ -z "${FLEETS_TEST_MONGO_URI:-}" ]; then
-  log "starting the MongoDB wire-protocol server (scripts/services.sh)"
+# The real servers the adapter tests need, except those the caller points
+# the variables at itself.
+services=()
+[ -n "${FLEETS_TEST_MONGO_URI:-}" ] || services+=(mongo)
+[ -n "${FLEETS_TEST_MYSQL_URL:-}" ] || services+=(mysql)
+if [ ${#services[@]} -gt 0 ]; then
+  log "starting ${services[*]} (scripts/services.sh)"
   trap 'scripts/services.sh down >/dev/null 2>&1 || true' EXIT
-  eval "$(scripts/services.sh up mongo)"
+  eval "$(scripts/services.sh up "${services[@]}")"
 fi
 
 log "pytest"

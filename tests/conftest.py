@@ -4,7 +4,9 @@
 "sqlite" (`fleets_mailbox.adapters.sql.open_sql_stores` on a file in the
 test's temporary directory) and "mongo" (content and mailboxes in a new
 database of the server of ``FLEETS_TEST_MONGO_URI``, the rest in SQLite;
-marked ``mongo``, skipped with the reason when the variable is unset).
+marked ``mongo``, skipped with the reason when the variable is unset) and
+"mysql" (every store in a new database of the MySQL/MariaDB server of
+``FLEETS_TEST_MYSQL_URL``: the MySQL-only deployment; marked ``mysql``).
 ``stores`` is a fresh bundle of that backend; ``stores_factory`` opens more
 of them, e.g. one per Hypothesis example.
 """
@@ -23,7 +25,12 @@ import pytest
 
 from fleets_mailbox import Stores
 
-BACKENDS = ("memory", "sqlite", pytest.param("mongo", marks=pytest.mark.mongo))
+BACKENDS = (
+    "memory",
+    "sqlite",
+    pytest.param("mongo", marks=pytest.mark.mongo),
+    pytest.param("mysql", marks=pytest.mark.mysql),
+)
 
 StoresFactory = Callable[[], Awaitable[Stores]]
 
@@ -66,6 +73,48 @@ async def drop_mongo_database(uri: str, database: str) -> None:
         await client.drop_database(database)
     finally:
         await client.close()
+
+
+def mysql_url() -> str:
+    """Returns the test MySQL server's URL, or skips the test when none is set."""
+    url = os.environ.get("FLEETS_TEST_MYSQL_URL")
+    if not url:
+        pytest.skip(
+            "FLEETS_TEST_MYSQL_URL is not set; scripts/services.sh up mysql "
+            "starts a server and prints it (scripts/test.sh does both)"
+        )
+    return url
+
+
+async def create_mysql_database(url: str) -> str:
+    """Creates an empty database on the server of ``url``; returns its URL.
+
+    The test user may create databases named ``fleets…``.
+    """
+    from sqlalchemy.engine import make_url
+
+    name = f"fleets_t_{uuid.uuid4().hex[:12]}"
+    await _mysql_admin(url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_mysql_database(server: str, url: str) -> None:
+    """Drops the database of ``url``, if it is there, on the server of ``server``."""
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    await _mysql_admin(server, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+async def _mysql_admin(url: str, statement: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
 
 
 def sqlite_url(path: Path) -> str:
@@ -119,6 +168,24 @@ def new_stores_factory(backend: str, directory: Path) -> StoresFactory:
             return stores
 
         return mongo
+    if backend == "mysql":
+        sql = require_sql()
+        server = mysql_url()
+
+        async def mysql() -> Stores:
+            url = await create_mysql_database(server)
+            stores: Stores = await sql.open_sql_stores(url)
+            close = stores.on_close
+
+            async def close_and_drop() -> None:
+                if close is not None:
+                    await close()
+                await drop_mysql_database(server, url)
+
+            stores.on_close = close_and_drop
+            return stores
+
+        return mysql
     raise ValueError(f"unknown backend {backend!r}")
 
 
@@ -126,10 +193,12 @@ def new_stores_factory(backend: str, directory: Path) -> StoresFactory:
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of a backend; the tests using it run once for each."""
     name: str = request.param
-    if name in ("sqlite", "mongo"):
+    if name in ("sqlite", "mongo", "mysql"):
         require_sql()
     if name == "mongo":
         mongo_uri()
+    if name == "mysql":
+        mysql_url()
     return name
 
 

@@ -103,6 +103,7 @@ EXAMPLES = {
     "memory": PROFILE.max_examples,
     "sqlite": PROFILE.max_examples // 6,
     "mongo": PROFILE.max_examples // 10,
+    "mysql": PROFILE.max_examples // 10,
 }
 
 

@@ -139,7 +139,7 @@ async def setup(
         path = tmp_path / "copy.sqlite3"
         shutil.copyfile(template, path)
         stores = await require_sql().open_sql_stores(sqlite_url(path))
-    elif backend == "mongo":
+    elif backend in ("mongo", "mysql"):
         stores = await request.getfixturevalue("stores_factory")()
         await populate(stores)
     else:

@@ -18,11 +18,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event, func, inspect, select
+from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from conftest import create_mysql_database, drop_mysql_database, mysql_url
 from fleets_mailbox import MessageStatus, StoreError, TransientStoreError
 from fleets_mailbox.adapters.sql import (
     SqlConversationStore,
@@ -38,6 +39,7 @@ from fleets_mailbox.adapters.sql import (
 )
 from fleets_mailbox.model import now_ms
 from fleets_mailbox.pipeline import SendPipeline
+from fleets_mailbox.protocols import SummaryUpdate
 from fleets_mailbox.service import Stores
 
 
@@ -48,6 +50,33 @@ def url_of(path: Path) -> str:
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     engine = create_sql_engine(url_of(tmp_path / "fleets.sqlite3"))
+    await upgrade_schema(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+async def empty_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """The URL of an empty database: a SQLite file, or a new MySQL database."""
+    if request.param == "sqlite":
+        yield url_of(tmp_path / "fleets.sqlite3")
+        return
+    server = mysql_url()
+    url = await create_mysql_database(server)
+    try:
+        yield url
+    finally:
+        await drop_mysql_database(server, url)
+
+
+@pytest.fixture
+async def any_engine(empty_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated engine on each SQL database the tests have."""
+    engine = create_sql_engine(empty_url)
     await upgrade_schema(engine)
     try:
         yield engine
@@ -109,14 +138,15 @@ def _schema_diffs(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, schema.metadata))
 
 
-async def test_migrated_schema_equals_the_metadata(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+async def test_migrated_schema_equals_the_metadata(any_engine: AsyncEngine) -> None:
+    async with any_engine.connect() as conn:
         assert await conn.run_sync(_schema_diffs) == []
 
 
 async def test_migrating_again_changes_nothing_and_downgrade_drops_all(
-    engine: AsyncEngine,
+    any_engine: AsyncEngine,
 ) -> None:
+    engine = any_engine
     await upgrade_schema(engine)
 
     def tables(connection: Connection) -> set[str]:
@@ -129,6 +159,62 @@ async def test_migrating_again_changes_nothing_and_downgrade_drops_all(
         assert set(schema.metadata.tables) <= await conn.run_sync(tables)
         await conn.run_sync(downgrade)
         assert await conn.run_sync(tables) == {schema.VERSION_TABLE}
+
+
+async def test_two_engines_migrating_at_once_both_succeed(empty_url: str) -> None:
+    engines = [create_sql_engine(empty_url) for _ in range(2)]
+    try:
+        await asyncio.gather(*(upgrade_schema(e) for e in engines))
+        async with engines[0].connect() as conn:
+            assert await conn.run_sync(_schema_diffs) == []
+    finally:
+        for e in engines:
+            await e.dispose()
+
+
+async def test_upgrading_from_the_first_revision_keeps_versions_increasing(
+    empty_url: str,
+) -> None:
+    engine = create_sql_engine(empty_url)
+    try:
+        await upgrade_schema(engine, "0001")
+        old_row = (
+            "INSERT INTO fleets_summaries (user_id, conversation_id, last_seq,"
+            " last_message_id, last_sender_id, last_preview, last_at, read_seq,"
+            " unread, version) VALUES ('ann', :c, 1, :m, 'bob', 'hi', 1, 0, 1, :v)"
+        )
+        async with engine.begin() as conn:
+            for conversation, version in (("d:ann:bob", 5), ("d:ann:cid", 9)):
+                await conn.execute(
+                    text(old_row), {"c": conversation, "m": f"m{version}", "v": version}
+                )
+            await conn.execute(
+                text("INSERT INTO fleets_counters (name, value) VALUES (:n, 9)"),
+                {"n": "summary_version"},
+            )
+
+        await upgrade_schema(engine)
+
+        store = SqlConversationStore(engine)
+        update = SummaryUpdate(
+            conversation_id="g:team",
+            seq=1,
+            message_id="m10",
+            sender_id="bob",
+            preview="new",
+            created_at=2,
+        )
+        await store.apply_message(update, ["ann", "bob"])
+        changed = await store.list_changed("ann", 9, 10)
+        assert [(s.conversation_id, s.version > 9) for s in changed] == [
+            ("g:team", True)
+        ]
+        assert [s.version for s in await store.list_changed("ann", 0, 10)][:2] == [
+            5,
+            9,
+        ]
+    finally:
+        await engine.dispose()
 
 
 async def test_a_file_stays_in_wal_mode(engine: AsyncEngine) -> None:
@@ -145,6 +231,7 @@ SENDER = """
 import asyncio, os, sys
 from fleets_mailbox.adapters.sql import open_sql_stores
 from fleets_mailbox.pipeline import SendPipeline
+from fleets_mailbox.protocols import SummaryUpdate
 
 async def main(url, name, ready, count):
     stores = await open_sql_stores(url)
@@ -242,8 +329,9 @@ async def test_two_processes_sending_into_one_group(tmp_path: Path) -> None:
 
 
 async def test_a_5000_member_send_takes_a_bounded_number_of_statements(
-    engine: AsyncEngine,
+    any_engine: AsyncEngine,
 ) -> None:
+    engine = any_engine
     directory = SqlDirectory(engine)
     members = [f"user{i:05d}" for i in range(5000)]
     await directory.create_group("big", members[0], "Big", members)

@@ -53,6 +53,14 @@ def build_parser(*, with_replay: bool = False) -> argparse.ArgumentParser:
         "--memory", action="store_true", help="keep everything in memory instead"
     )
     demo.add_argument(
+        "--sql",
+        default=os.environ.get("FLEETS_SQL_URL"),
+        metavar="URL",
+        help="keep the chats in this SQL database instead of --db, e.g. "
+        "mysql+asyncmy://user:password@127.0.0.1:3306/chat?charset=utf8mb4 "
+        "(default: $FLEETS_SQL_URL)",
+    )
+    demo.add_argument(
         "--mongo",
         default=os.environ.get("FLEETS_MONGO_URI"),
         metavar="URI",
@@ -110,6 +118,12 @@ def _demo(args: argparse.Namespace) -> int:
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("fleets_mailbox").setLevel(args.log_level.upper())
+    if args.memory and args.sql:
+        print(
+            "fleets-mailbox demo: --memory and --sql exclude each other",
+            file=sys.stderr,
+        )
+        return 2
     db_path = None if args.memory else args.db
     try:
         return asyncio.run(_serve_demo(args, db_path))
@@ -127,7 +141,7 @@ def _demo(args: argparse.Namespace) -> int:
 async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
     from .server import BackgroundServer, create_app, open_demo_service
 
-    service = await open_demo_service(db_path, mongo_uri=args.mongo)
+    service = await open_demo_service(db_path, sql_url=args.sql, mongo_uri=args.mongo)
     app = create_app(service, secret=args.secret or secrets.token_hex(32))
     server = BackgroundServer(
         app,
@@ -146,6 +160,8 @@ async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
         await service.close()
         return 1
     where = "memory" if db_path is None else db_path
+    if args.sql:
+        where = _without_password(args.sql)
     if args.mongo:
         where += " and MongoDB"
     print(
@@ -155,3 +171,9 @@ async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
     await server.wait()
     await server.stop()
     return 0
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -146,11 +146,17 @@ class SyncService:
     async def _write_read(
         self, row: ConversationSummary, read_seq: int
     ) -> ConversationSummary | None:
-        """Recounts unread after ``read_seq`` and writes both, compare-and-set."""
+        """Recounts unread after ``read_seq`` and writes both, compare-and-set.
+
+        Writes nothing when the row already says so: devices that mark the
+        same position at once do not contend after the first one's write.
+        """
         target = max(min(read_seq, row.last_seq), row.read_seq)
         unread = await self.mailboxes.count_unread(
             row.user_id, row.conversation_id, target, row.last_seq
         )
+        if (target, unread) == (row.read_seq, row.unread):
+            return row
         return await self.conversations.set_read(
             row.user_id, row.conversation_id, target, unread, row.version
         )

@@ -99,6 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated corpus languages, e.g. english,japanese (default: all)",
     )
     parser.add_argument(
+        "--sql",
+        metavar="URL",
+        default=None,
+        help="embedded server only: keep the stores in this SQL database "
+        "(e.g. mysql+asyncmy://user:password@host/db?charset=utf8mb4) "
+        "instead of a temporary SQLite file",
+    )
+    parser.add_argument(
         "--mongo",
         metavar="URI",
         default=None,
@@ -147,6 +155,7 @@ async def run(args: argparse.Namespace) -> int:
             languages=args.languages,
             run_id=args.run_id,
             store=args.store,
+            sql_url=args.sql,
             mongo_uri=args.mongo,
             progress=not quiet and sys.stderr.isatty(),
         )

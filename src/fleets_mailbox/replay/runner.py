@@ -360,6 +360,7 @@ async def replay(
     languages: Sequence[str] | None = None,
     run_id: str | None = None,
     store: str = "sqlite",
+    sql_url: str | None = None,
     mongo_uri: str | None = None,
     progress: bool = False,
     dialogues: Sequence[Dialogue] | None = None,
@@ -367,10 +368,12 @@ async def replay(
     """Replays the corpus through a server and checks every user's view.
 
     Without ``url`` it runs its own server (`fleets_mailbox.server`) on a
-    temporary SQLite file (``store="memory"``: in memory), with content and
-    mailboxes in a new database of ``mongo_uri`` if given. ``run_id``
-    prefixes user, group and message ids (by default nothing on the
-    embedded server and a random tag on another, so runs do not meet).
+    temporary SQLite file (``store="memory"``: in memory), or on the SQL
+    database of ``sql_url`` (kept: its tables are shared by every run),
+    with content and mailboxes in a new database of ``mongo_uri`` if given.
+    ``run_id`` prefixes user, group and message ids (by default nothing on
+    a fresh embedded store and a random tag otherwise, so runs do not
+    meet).
     ``progress`` shows a progress bar on stderr. Raises `ReplayError` when
     the run cannot go on, `CorpusError` for an unknown language.
     """
@@ -381,7 +384,8 @@ async def replay(
     if dialogues is None:
         dialogues = load_dialogues(languages)
     if run_id is None:
-        run_id = "" if url is None else f"r{secrets.token_hex(3)}-"
+        fresh = url is None and sql_url is None
+        run_id = "" if fresh else f"r{secrets.token_hex(3)}-"
     plan = build_plan(
         dialogues,
         seed=seed,
@@ -395,14 +399,14 @@ async def replay(
     )
     started = time.perf_counter()
     with _Progress(progress, plan.sends) as bar:
-        async with _server(url, store, mongo_uri) as base_url:
+        async with _server(url, store, sql_url, mongo_uri) as base_url:
             run = _Run(plan, base_url, concurrency, bar)
             return await run.execute(started)
 
 
 @contextlib.asynccontextmanager
 async def _server(
-    url: str | None, store: str, mongo_uri: str | None = None
+    url: str | None, store: str, sql_url: str | None, mongo_uri: str | None
 ) -> AsyncIterator[str]:
     """Yields the base URL of the server to replay through."""
     if url is not None:
@@ -418,7 +422,7 @@ async def _server(
         db_path = None if store == "memory" else str(Path(tmp) / "replay.sqlite3")
         database = f"fleets_replay_{secrets.token_hex(4)}"
         service = await open_demo_service(
-            db_path, mongo_uri=mongo_uri, mongo_database=database
+            db_path, sql_url=sql_url, mongo_uri=mongo_uri, mongo_database=database
         )
         try:
             app = create_app(service, secret=secrets.token_urlsafe(32))

@@ -1,8 +1,9 @@
 """`open_demo_service`: the service the demo server runs on.
 
 SQLite in one file (or memory), the in-process `LocalBus` and presence: one
-process, no other servers. With a MongoDB URI, message content and
-mailboxes live in MongoDB and the rest stays in SQLite.
+process, no other servers. With a SQL URL (MySQL/MariaDB, say), every store
+lives in that database instead of the file. With a MongoDB URI, message
+content and mailboxes live in MongoDB and the rest stays in SQL.
 """
 
 from __future__ import annotations
@@ -19,22 +20,27 @@ __all__ = ["open_demo_service"]
 async def open_demo_service(
     db_path: str | None,
     *,
+    sql_url: str | None = None,
     mongo_uri: str | None = None,
     mongo_database: str = "fleets",
     **options: Any,
 ) -> MailboxService:
     """Returns a service on SQLite at ``db_path``, or in memory if it is None.
 
-    With ``mongo_uri``, content and mailboxes go to that MongoDB database.
+    With ``sql_url`` (a SQLAlchemy URL such as
+    ``mysql+asyncmy://user:password@host/db?charset=utf8mb4``), the stores
+    live in that database and ``db_path`` is not used; its schema is
+    migrated to the newest revision first. With ``mongo_uri``, content and
+    mailboxes go to that MongoDB database.
     ``options`` go to `MailboxService` (``max_body_bytes``, ...).
     """
-    if db_path is None:
+    if sql_url is None and db_path is None:
         stores = Stores.memory()
     else:
         # Imported here: the SQL adapter needs SQLAlchemy, memory needs nothing.
         from ..adapters.sql import open_sql_stores
 
-        stores = await open_sql_stores(f"sqlite+aiosqlite:///{db_path}")
+        stores = await open_sql_stores(sql_url or f"sqlite+aiosqlite:///{db_path}")
     if mongo_uri is not None:
         from ..adapters.mongo import with_mongo
 

@@ -10,7 +10,7 @@ store                          tables
 =============================  ==================================================
 `SqlMessageStore`              messages (pending recipients: a JSON column)
 `SqlMailboxStore`              mailbox entries, conversation logs, holes
-`SqlConversationStore`         summaries, the version counter
+`SqlConversationStore`         summaries, per-user version counters
 `SqlNotificationStore`         notifications
 `SqlAnalyticsStore`            counted messages, counts and active users per day
 `SqlDirectory`                 groups, group members
@@ -37,12 +37,11 @@ Options: the URL picks the database (``sqlite+aiosqlite:///path``,
 
 Not supported, or different: SQLite ``:memory:`` databases live in one
 connection, so their transactions run one at a time (fine for tests, not
-for load). Summary versions increase but have gaps, unlike the memory
-store's. Summary writes share one version counter row, which serialises
-them on MySQL and PostgreSQL. Notification payloads must be JSON-ready.
-Migrations on MySQL are not transactional (its DDL commits at once). Only
-SQLite is exercised by this package's own tests so far; MySQL and
-PostgreSQL need the server suites.
+for load). Summary versions increase per user, one counter row each (see
+`SqlConversationStore`). Notification payloads must be JSON-ready.
+Migrations on MySQL are not transactional (its DDL commits at once). SQLite
+and MySQL/MariaDB are proven by this package's tests (docs/mysql.md);
+PostgreSQL is not yet.
 """
 
 from __future__ import annotations

@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, bindparam, case, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    bindparam,
+    case,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...model import ConversationSummary
 from ...protocols import UNREAD_UNKNOWN, SummaryUpdate
-from ._counters import SUMMARY_VERSION, bump
+from ._counters import SUMMARY_VERSION, Counters
 from ._dialect import Columns, Database
 from .schema import summaries
 
@@ -20,18 +28,16 @@ __all__ = ["SqlConversationStore"]
 class SqlConversationStore:
     """Keeps conversation summaries in ``fleets_summaries``.
 
-    Every change takes a new ``version`` from one counter row bumped in the
-    same transaction. The counter's row lock orders the writers, so versions
-    become visible in increasing order and a reader paging with
-    ``since_version`` never skips a row.
+    Every change takes a new ``version`` from the user's counter row, bumped
+    in the same transaction. The counter's row lock orders the writers of
+    one user, so that user's versions become visible in increasing order
+    and a reader paging with ``since_version`` never skips a row; writers
+    of different users do not wait for each other.
     """
-
-    # Limitation: the one counter row serialises summary writes on MySQL and
-    # PostgreSQL (SQLite serialises all writes anyway); a per-user counter
-    # would lift that at the price of one more row lock per recipient.
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._db = Database(engine)
+        self._versions = Counters(self._db, SUMMARY_VERSION)
         self._apply = self._db.upsert(
             summaries, ["user_id", "conversation_id"], _apply_assignments, _is_newer
         )
@@ -43,15 +49,14 @@ class SqlConversationStore:
         if not users:
             return
         async with self._db.write() as conn:
-            # What MySQL (InnoDB) needs, and gets here: the counter row locked
-            # before any summary row, by every writer; the upsert's rows in
-            # sorted user order (the driver turns the executemany into one
-            # multi-row INSERT and InnoDB locks rows in VALUES order); and
-            # READ COMMITTED (create_sql_engine), so that inserting new rows
-            # takes no gap locks. A deadlock left over is error 1213, a
-            # TransientStoreError that the pipeline retries.
-            top = await bump(self._db, conn, SUMMARY_VERSION, len(users))
-            first = top - len(users) + 1
+            # What MySQL (InnoDB) needs, and gets here: a user's counter row
+            # locked before the user's summary rows, by every writer; rows of
+            # many users in sorted user order (the driver turns an
+            # executemany into one multi-row INSERT and InnoDB locks rows in
+            # VALUES order); and READ COMMITTED (create_sql_engine), so that
+            # inserting new rows takes no gap locks. A deadlock left over is
+            # error 1213, a TransientStoreError that the pipeline retries.
+            versions = await self._versions.bump(conn, users)
             rows = [
                 {
                     "user_id": user_id,
@@ -63,9 +68,9 @@ class SqlConversationStore:
                     "last_at": update.created_at,
                     "read_seq": update.seq if user_id == update.sender_id else 0,
                     "unread": 0 if user_id == update.sender_id else 1,
-                    "version": first + i,
+                    "version": versions[user_id],
                 }
-                for i, user_id in enumerate(users)
+                for user_id in users
             ]
             await conn.execute(self._apply, rows)
 
@@ -98,7 +103,7 @@ class SqlConversationStore:
     ) -> ConversationSummary | None:
         t = summaries
         async with self._db.write() as conn:
-            version = await bump(self._db, conn, SUMMARY_VERSION, 1)
+            version = (await self._versions.bump(conn, [user_id]))[user_id]
             moved = await conn.execute(
                 update(t)
                 .where(
@@ -126,8 +131,7 @@ class SqlConversationStore:
             return
         t = summaries
         async with self._db.write() as conn:
-            top = await bump(self._db, conn, SUMMARY_VERSION, len(users))
-            first = top - len(users) + 1
+            versions = await self._versions.bump(conn, users)
             await conn.execute(
                 update(t)
                 .where(
@@ -142,8 +146,16 @@ class SqlConversationStore:
                     ),
                     version=bindparam("b_version"),
                 ),
-                [{"b_user_id": u, "b_version": first + i} for i, u in enumerate(users)],
+                [{"b_user_id": u, "b_version": versions[u]} for u in users],
             )
+
+
+# Constants of the upsert's UPDATE part, written into the SQL: the MySQL
+# drivers turn an executemany into one multi-row INSERT by repeating its
+# VALUES clause, and fail on parameters that come after it.
+_ZERO: ColumnElement[Any] = literal_column("0")
+_ONE: ColumnElement[Any] = literal_column("1")
+_UNKNOWN: ColumnElement[Any] = literal_column(str(UNREAD_UNKNOWN))
 
 
 def _apply_assignments(new: Columns) -> list[tuple[str, ColumnElement[Any]]]:
@@ -154,9 +166,9 @@ def _apply_assignments(new: Columns) -> list[tuple[str, ColumnElement[Any]]]:
         (
             "unread",
             case(
-                (own, 0),
-                (t.c.unread == UNREAD_UNKNOWN, UNREAD_UNKNOWN),
-                (new.last_seq > t.c.read_seq, t.c.unread + 1),
+                (own, _ZERO),
+                (t.c.unread == _UNKNOWN, _UNKNOWN),
+                (new.last_seq > t.c.read_seq, t.c.unread + _ONE),
                 else_=t.c.unread,
             ),
         ),

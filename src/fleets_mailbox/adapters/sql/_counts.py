@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...errors import StoreError
 from ...model import Notification
-from ._counters import NOTIFICATIONS, bump
+from ._counters import NOTIFICATIONS, Counters
 from ._dialect import Database, IntegrityViolation
 from .schema import analytics_active, analytics_counted, analytics_counts, notifications
 
@@ -23,14 +23,16 @@ class SqlNotificationStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._db = Database(engine)
+        self._writers = Counters(self._db, NOTIFICATIONS)
 
     async def add(
         self, user_id: str, kind: str, payload: Mapping[str, Any], created_at: int
     ) -> Notification:
         async with self._db.write() as conn:
-            # Serialises the writers so that ids commit in increasing order: a
-            # client listing after the last id it saw misses none.
-            await bump(self._db, conn, NOTIFICATIONS, 1)
+            # Serialises the user's writers so that the user's ids commit in
+            # increasing order: a client listing after the last id it saw
+            # misses none.
+            await self._writers.bump(conn, [user_id])
             result = await conn.execute(
                 notifications.insert().values(
                     user_id=user_id,

@@ -132,12 +132,14 @@ def _is_transient(error: exc.DBAPIError) -> bool:
     if isinstance(sqlite_code, int):
         # SQLITE_BUSY and SQLITE_LOCKED, with any extended code.
         return sqlite_code & 0xFF in (5, 6)
-    state = getattr(orig, "sqlstate", None)
-    if isinstance(state, str) and state:
-        return state.startswith("08") or state in _PG_TRANSIENT
+    # MySQL drivers put the error number first; some also carry a SQLSTATE,
+    # which is the vague HY000 for a lock wait timeout.
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int):
         return args[0] in _MYSQL_TRANSIENT
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str) and state:
+        return state.startswith("08") or state in _PG_TRANSIENT
     text = str(orig).lower()
     return any(word in text for word in _TRANSIENT_WORDS)
 
@@ -254,7 +256,10 @@ class Database:
         ``assign`` gets the incoming row's columns and returns the assignments
         in order; ``guard``, if given, says when the existing row changes.
         The assignments must read only the old row's values: MySQL applies
-        them one by one, so a column that others read comes last.
+        them one by one, so a column that others read comes last. They must
+        hold no bound parameters either (write constants with
+        ``literal_column``): MySQL drivers run an executemany as one INSERT
+        with many VALUES rows and cannot place parameters after them.
         """
         if self.is_mysql:
             stmt = mysql.insert(table)

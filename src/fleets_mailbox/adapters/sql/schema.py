@@ -27,7 +27,6 @@ __all__ = [
     "analytics_active",
     "analytics_counted",
     "analytics_counts",
-    "counters",
     "group_members",
     "groups",
     "holes",
@@ -37,6 +36,7 @@ __all__ = [
     "metadata",
     "notifications",
     "summaries",
+    "user_counters",
 ]
 
 #: Alembic's version table of this library, apart from the application's own.
@@ -134,12 +134,17 @@ summaries = Table(
     **TABLE_OPTIONS,
 )
 
-#: Named counters: the summary version, the notification writers' lock.
-counters = Table(
-    "fleets_counters",
+#: Counters per user: the version of the user's summaries, and the lock that
+#: orders the user's notification writers. A user's row is locked by every
+#: transaction that writes the user's summaries or notifications, always
+#: before those rows and, for many users, in sorted user order.
+user_counters = Table(
+    "fleets_user_counters",
     metadata,
-    Column("name", id_type(64), primary_key=True),
+    Column("user_id", id_type(ID), nullable=False),
+    Column("name", id_type(32), nullable=False),
     Column("value", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "name"),
     **TABLE_OPTIONS,
 )
 
