@@ -40,7 +40,8 @@ REMOTING_PROXY_PORT="${FLEETS_ROCKETMQ_REMOTING_PORT:-8080}"
 CLUSTER=DefaultCluster
 BROKER_NAME=fleets-broker
 
-BASE_TOPICS=(fleets-message-events fleets-notification-events fleets-read-events)
+# fleets-test-events: the bus conformance tests' own topic.
+BASE_TOPICS=(fleets-message-events fleets-notification-events fleets-read-events fleets-test-events)
 BASE_GROUPS=(fleets-push fleets-analytics)
 
 NAMESRV_MAIN=org.apache.rocketmq.namesrv.NamesrvStartup
@@ -204,6 +205,9 @@ write_configs() {
   cat >"$STATE_DIR/namesrv.conf" <<EOF
 listenPort=$NAMESRV_PORT
 EOF
+  # initPopOffsetByCheckMsgInMem=false: a new consumer group (each node's
+  # push group) starts at the end of the queues instead of replaying every
+  # message the broker still holds in memory.
   cat >"$STATE_DIR/broker.conf" <<EOF
 brokerClusterName=$CLUSTER
 brokerName=$BROKER_NAME
@@ -221,6 +225,7 @@ maxHashSlotNum=50000
 maxIndexNum=200000
 autoCreateTopicEnable=false
 autoCreateSubscriptionGroup=true
+initPopOffsetByCheckMsgInMem=false
 EOF
   # grpcShutdownTimeSeconds: the default 30 s wait for connected clients'
   # streams (every client keeps one open) made `down` take 40 s

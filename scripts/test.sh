@@ -37,6 +37,7 @@ log "mypy"
 services=()
 [ -n "${FLEETS_TEST_MONGO_URI:-}" ] || services+=(mongo)
 [ -n "${FLEETS_TEST_MYSQL_URL:-}" ] || services+=(mysql)
+[ -n "${FLEETS_TEST_ROCKETMQ_ENDPOINTS:-}" ] || services+=(rocketmq)
 if [ ${#services[@]} -gt 0 ]; then
   log "starting ${services[*]} (scripts/services.sh)"
   trap 'scripts/services.sh down >/dev/null 2>&1 || true' EXIT

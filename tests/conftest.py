@@ -13,9 +13,12 @@ of them, e.g. one per Hypothesis example.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import itertools
 import os
+import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -216,3 +219,72 @@ async def stores(stores_factory: StoresFactory) -> AsyncIterator[Stores]:
         yield opened
     finally:
         await opened.close()
+
+
+# ---------------------------------------------------------------- RocketMQ
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rocketmq_endpoints() -> str:
+    """Returns the test proxy's endpoints, or skips the test when none is set."""
+    endpoints = os.environ.get("FLEETS_TEST_ROCKETMQ_ENDPOINTS")
+    if not endpoints:
+        pytest.skip(
+            "FLEETS_TEST_ROCKETMQ_ENDPOINTS is not set; scripts/services.sh up "
+            "rocketmq starts a broker and prints it (scripts/test.sh does both)"
+        )
+    return endpoints
+
+
+def _free_broker_ports() -> dict[str, int]:
+    """Returns ports for a second broker, all free on every interface."""
+    for base in range(21000, 60000, 1000):
+        ports = {
+            "FLEETS_ROCKETMQ_NAMESRV_PORT": base + 76,
+            "FLEETS_ROCKETMQ_BROKER_PORT": base + 911,
+            "FLEETS_ROCKETMQ_GRPC_PORT": base + 81,
+            "FLEETS_ROCKETMQ_REMOTING_PORT": base + 80,
+        }
+        wanted = [*ports.values(), base + 909, base + 912]
+        try:
+            for port in wanted:
+                with socket.socket() as probe:
+                    probe.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return ports
+    raise AssertionError("no free ports for a second broker")
+
+
+class SecondBroker:
+    """A RocketMQ of the test's own, beside the shared one, that it may stop.
+
+    Run with scripts/services-rocketmq.sh on free ports and its own
+    directory; ``topics`` (space-separated) are created besides the event
+    topics. Needs java.
+    """
+
+    def __init__(self, directory: Path, topics: str = "") -> None:
+        if shutil.which("java") is None:
+            pytest.skip("java is not on PATH; a second broker needs it")
+        self.ports = _free_broker_ports()
+        self.env = {
+            **os.environ,
+            **{name: str(port) for name, port in self.ports.items()},
+            "FLEETS_SERVICES_DIR": str(directory),
+            "FLEETS_ROCKETMQ_TOPICS": topics,
+        }
+        self.endpoints = f"127.0.0.1:{self.ports['FLEETS_ROCKETMQ_GRPC_PORT']}"
+
+    async def run(self, command: str) -> None:
+        """Runs ``up`` or ``down`` of the script for this broker."""
+        process = await asyncio.create_subprocess_exec(
+            str(ROOT / "scripts" / "services-rocketmq.sh"),
+            command,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        assert process.returncode == 0, err.decode()[-3000:]

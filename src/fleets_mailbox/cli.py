@@ -16,7 +16,9 @@ import asyncio
 import importlib
 import logging
 import os
+import re
 import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -66,6 +68,20 @@ def build_parser(*, with_replay: bool = False) -> argparse.ArgumentParser:
         metavar="URI",
         help="keep message content and mailboxes in this MongoDB "
         "(default: $FLEETS_MONGO_URI, else SQLite)",
+    )
+    demo.add_argument(
+        "--rocketmq",
+        default=os.environ.get("FLEETS_ROCKETMQ_ENDPOINTS"),
+        metavar="ENDPOINTS",
+        help="carry events over the RocketMQ 5 gRPC proxy at host:port, so "
+        "several demo processes on the same --sql/--mongo stores push to each "
+        "other's users (default: $FLEETS_ROCKETMQ_ENDPOINTS, else in-process)",
+    )
+    demo.add_argument(
+        "--node-id",
+        default=None,
+        help="this process's name in RocketMQ push groups (default: host "
+        "name and port); give each process its own",
     )
     demo.add_argument(
         "--secret",
@@ -131,17 +147,31 @@ def _demo(args: argparse.Namespace) -> int:
         return 130
     except ImportError as exc:
         print(
-            f"fleets-mailbox demo needs the [server] extra and the SQL adapter: {exc}"
-            "\n  pip install 'fleets-mailbox[server]', or run with --memory",
+            f"fleets-mailbox demo is missing a package: {exc}\n  pip install "
+            "'fleets-mailbox[server]' (plus the mysql, mongo or rocketmq extra "
+            "for --sql, --mongo or --rocketmq), or run with --memory",
             file=sys.stderr,
         )
+        return 2
+    except ValueError as exc:
+        print(f"fleets-mailbox demo: {exc}", file=sys.stderr)
         return 2
 
 
 async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
     from .server import BackgroundServer, create_app, open_demo_service
 
-    service = await open_demo_service(db_path, sql_url=args.sql, mongo_uri=args.mongo)
+    node_id = args.node_id
+    if args.rocketmq and node_id is None:
+        host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40]
+        node_id = f"{host}-{args.port}" if args.port else None
+    service = await open_demo_service(
+        db_path,
+        sql_url=args.sql,
+        mongo_uri=args.mongo,
+        rocketmq_endpoints=args.rocketmq,
+        node_id=node_id,
+    )
     app = create_app(service, secret=args.secret or secrets.token_hex(32))
     server = BackgroundServer(
         app,
@@ -164,6 +194,8 @@ async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
         where = _without_password(args.sql)
     if args.mongo:
         where += " and MongoDB"
+    if args.rocketmq:
+        where += f", events over RocketMQ at {args.rocketmq}"
     print(
         f"fleets-mailbox demo: open {server.url}/ (chats kept in {where})", flush=True
     )

@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "misordered a message. Prints one line; exits 0 only if all is well."
     )
     parser.add_argument(
-        "--url", help="base URL of a running server (default: an embedded one)"
+        "--url",
+        action="append",
+        help="base URL of a running server (default: an embedded one); repeat "
+        "it for the processes of one deployment, and users are spread over them",
     )
     parser.add_argument(
         "--users", type=_users, default=60, help="number of users (default 60)"

@@ -347,7 +347,7 @@ def _endless(rng: random.Random, dialogues: Sequence[Dialogue]) -> Iterator[Dial
 
 
 async def replay(
-    url: str | None = None,
+    url: str | Sequence[str] | None = None,
     *,
     users: int = 60,
     messages: int = 1000,
@@ -367,7 +367,10 @@ async def replay(
 ) -> ReplayReport:
     """Replays the corpus through a server and checks every user's view.
 
-    Without ``url`` it runs its own server (`fleets_mailbox.server`) on a
+    ``url`` is the base URL of a server, or several: the processes of one
+    deployment that share stores and a bus. Users are spread over them,
+    each user calling and listening on one, so messages cross between
+    processes. Without ``url`` it runs its own server (`fleets_mailbox.server`) on a
     temporary SQLite file (``store="memory"``: in memory), or on the SQL
     database of ``sql_url`` (kept: its tables are shared by every run),
     with content and mailboxes in a new database of ``mongo_uri`` if given.
@@ -384,7 +387,7 @@ async def replay(
     if dialogues is None:
         dialogues = load_dialogues(languages)
     if run_id is None:
-        fresh = url is None and sql_url is None
+        fresh = not url and sql_url is None
         run_id = "" if fresh else f"r{secrets.token_hex(3)}-"
     plan = build_plan(
         dialogues,
@@ -399,18 +402,22 @@ async def replay(
     )
     started = time.perf_counter()
     with _Progress(progress, plan.sends) as bar:
-        async with _server(url, store, sql_url, mongo_uri) as base_url:
-            run = _Run(plan, base_url, concurrency, bar)
+        async with _server(url, store, sql_url, mongo_uri) as base_urls:
+            run = _Run(plan, base_urls, concurrency, bar)
             return await run.execute(started)
 
 
 @contextlib.asynccontextmanager
 async def _server(
-    url: str | None, store: str, sql_url: str | None, mongo_uri: str | None
-) -> AsyncIterator[str]:
-    """Yields the base URL of the server to replay through."""
-    if url is not None:
-        yield url.rstrip("/")
+    url: str | Sequence[str] | None,
+    store: str,
+    sql_url: str | None,
+    mongo_uri: str | None,
+) -> AsyncIterator[list[str]]:
+    """Yields the base URLs of the servers to replay through."""
+    urls = [url] if isinstance(url, str) else list(url or ())
+    if urls:
+        yield [u.rstrip("/") for u in urls]
         return
     try:
         from ..server import BackgroundServer, create_app, open_demo_service
@@ -432,7 +439,7 @@ async def _server(
             await service.close()
             raise
         try:
-            yield server.url
+            yield [server.url]
         finally:
             await server.stop()
             if mongo_uri is not None:
@@ -500,14 +507,13 @@ class _Progress:
 
 
 class _Run:
-    """One replay against one server."""
+    """One replay against the processes of one deployment."""
 
     def __init__(
-        self, plan: Plan, base_url: str, concurrency: int, bar: _Progress
+        self, plan: Plan, base_urls: Sequence[str], concurrency: int, bar: _Progress
     ) -> None:
         self.plan = plan
-        self.base_url = base_url
-        self.ws_url = "ws" + base_url.removeprefix("http") + "/ws"
+        self.base_urls = list(base_urls)
         self.concurrency = concurrency
         self.bar = bar
         self.clients: dict[str, UserClient] = {}
@@ -523,7 +529,7 @@ class _Run:
         self._index: Counter[str] = Counter()
         self._progress_changed = asyncio.Condition()
         self._absences: list[asyncio.Task[None]] = []
-        self.api: Api
+        self.apis: list[Api] = []
 
     async def execute(self, started: float) -> ReplayReport:
         users = len(self.plan.users)
@@ -532,10 +538,12 @@ class _Run:
             max_keepalive_connections=self.concurrency * 3 + users + 16,
         )
         timeout = httpx.Timeout(60.0, connect=10.0, pool=None)
-        async with httpx.AsyncClient(
-            base_url=self.base_url, limits=limits, timeout=timeout
-        ) as http:
-            self.api = Api(http)
+        async with contextlib.AsyncExitStack() as stack:
+            for base_url in self.base_urls:
+                http = await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+                )
+                self.apis.append(Api(http))
             try:
                 await self._prepare()
                 refresher = asyncio.create_task(self._refresh(), name="progress")
@@ -563,14 +571,24 @@ class _Run:
 
     async def _prepare(self) -> None:
         self.bar.update("connecting")
-        await self.api.call("GET", "/healthz", retry_for=10.0)
+        for api in self.apis:
+            await api.call("GET", "/healthz", retry_for=10.0)
         self.bar.update("logging in")
+        # User i calls and listens on process i mod n.
+        homes = [
+            (self.apis[i % len(self.apis)], self.base_urls[i % len(self.apis)])
+            for i in range(len(self.plan.users))
+        ]
         tokens = await _bounded(
-            self.concurrency, (self.api.login(u) for u in self.plan.users)
+            self.concurrency,
+            (api.login(u) for u, (api, _) in zip(self.plan.users, homes, strict=True)),
         )
-        for user_id, token in zip(self.plan.users, tokens, strict=True):
+        for user_id, token, (api, base_url) in zip(
+            self.plan.users, tokens, homes, strict=True
+        ):
+            ws_url = "ws" + base_url.removeprefix("http") + "/ws"
             self.clients[user_id] = UserClient(
-                self.api, user_id, token, self.ws_url, on_frame=self._on_frame
+                api, user_id, token, ws_url, on_frame=self._on_frame
             )
         self.bar.update("groups")
         groups = [c for c in self.plan.conversations if c.group_id is not None]
@@ -583,11 +601,11 @@ class _Run:
         )
 
     async def _create_group(self, group: ConversationPlan) -> None:
-        owner = group.members[0]
-        _, body = await self.api.call(
+        owner = self.clients[group.members[0]]
+        _, body = await owner.api.call(
             "POST",
             "/api/groups",
-            token=self.clients[owner].token,
+            token=owner.token,
             json_body={
                 "groupId": group.group_id,
                 "name": f"replay {group.group_id}",
@@ -660,7 +678,7 @@ class _Run:
 
         async def attempt() -> Mapping[str, Any] | ApiError | None:
             try:
-                status, body = await self.api.call(
+                status, body = await client.api.call(
                     "POST",
                     "/api/messages",
                     token=client.token,
@@ -842,7 +860,7 @@ class _Run:
         )
         refused = CheckResult(frozenset(self.refused_resends))
         stored = {m for s in self.sent for m, _ in s.acks}
-        latencies = sorted(self.api.send_latencies_ms)
+        latencies = sorted(t for api in self.apis for t in api.send_latencies_ms)
         clients = list(self.clients.values())
         push_lags = sorted(
             (at - self.ack_times[m]) * 1000
