@@ -14,6 +14,7 @@ import sys
 BENCHMARKS = {
     "conversations": "bench.conversations",
     "fanout": "bench.fanout",
+    "push": "bench.push",
 }
 
 
