@@ -14,12 +14,13 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...model import ConversationSummary
 from ...protocols import UNREAD_UNKNOWN, SummaryUpdate
 from ._counters import SUMMARY_VERSION, Counters
-from ._dialect import Columns, Database
+from ._dialect import Columns, Database, DriverStatement
 from .schema import summaries
 
 __all__ = ["SqlConversationStore"]
@@ -38,8 +39,22 @@ class SqlConversationStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._db = Database(engine)
         self._versions = Counters(self._db, SUMMARY_VERSION)
-        self._apply = self._db.upsert(
-            summaries, ["user_id", "conversation_id"], _apply_assignments, _is_newer
+        self._apply = DriverStatement(
+            self._db.upsert(
+                summaries, ["user_id", "conversation_id"], _apply_assignments, _is_newer
+            ),
+            [
+                "user_id",
+                "conversation_id",
+                "last_seq",
+                "last_message_id",
+                "last_sender_id",
+                "last_preview",
+                "last_at",
+                "read_seq",
+                "unread",
+                "version",
+            ],
         )
 
     async def apply_message(
@@ -48,31 +63,40 @@ class SqlConversationStore:
         users = sorted(set(recipients))
         if not users:
             return
-        async with self._db.write() as conn:
-            # What MySQL (InnoDB) needs, and gets here: a user's counter row
-            # locked before the user's summary rows, by every writer; rows of
-            # many users in sorted user order (the driver turns an
-            # executemany into one multi-row INSERT and InnoDB locks rows in
-            # VALUES order); and READ COMMITTED (create_sql_engine), so that
-            # inserting new rows takes no gap locks. A deadlock left over is
-            # error 1213, a TransientStoreError that the pipeline retries.
-            versions = await self._versions.bump(conn, users)
-            rows = [
-                {
-                    "user_id": user_id,
-                    "conversation_id": update.conversation_id,
-                    "last_seq": update.seq,
-                    "last_message_id": update.message_id,
-                    "last_sender_id": update.sender_id,
-                    "last_preview": update.preview,
-                    "last_at": update.created_at,
-                    "read_seq": update.seq if user_id == update.sender_id else 0,
-                    "unread": 0 if user_id == update.sender_id else 1,
-                    "version": versions[user_id],
-                }
-                for user_id in users
-            ]
-            await conn.execute(self._apply, rows)
+        await self._db.run_write(self._apply_message, update, users)
+
+    def _apply_message(
+        self, conn: Connection, update: SummaryUpdate, users: list[str]
+    ) -> None:
+        # What MySQL (InnoDB) needs, and gets here: a user's counter row
+        # locked before the user's summary rows, by every writer; rows of
+        # many users in sorted user order (the driver turns an executemany
+        # into one multi-row INSERT and InnoDB locks rows in VALUES order);
+        # and READ COMMITTED (create_sql_engine), so that inserting new rows
+        # takes no gap locks. A deadlock left over is error 1213, a
+        # TransientStoreError that the pipeline retries.
+        versions = self._versions.bump(conn, users)
+        sender = update.sender_id
+        message = (
+            update.conversation_id,
+            update.seq,
+            update.message_id,
+            sender,
+            update.preview,
+            update.created_at,
+        )
+        # read_seq and unread: the sender has read its own message.
+        own, other = (update.seq, 0), (0, 1)
+        rows = [
+            (
+                user_id,
+                *message,
+                *(own if user_id == sender else other),
+                versions[user_id],
+            )
+            for user_id in users
+        ]
+        self._apply.execute(conn, rows)
 
     async def get(
         self, user_id: str, conversation_id: str
@@ -103,7 +127,8 @@ class SqlConversationStore:
     ) -> ConversationSummary | None:
         t = summaries
         async with self._db.write() as conn:
-            version = (await self._versions.bump(conn, [user_id]))[user_id]
+            versions = await conn.run_sync(self._versions.bump, [user_id])
+            version = versions[user_id]
             moved = await conn.execute(
                 update(t)
                 .where(
@@ -131,7 +156,7 @@ class SqlConversationStore:
             return
         t = summaries
         async with self._db.write() as conn:
-            versions = await self._versions.bump(conn, users)
+            versions = await conn.run_sync(self._versions.bump, users)
             await conn.execute(
                 update(t)
                 .where(

@@ -9,13 +9,11 @@ share users wait for each other instead of deadlocking.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import literal_column, select
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy import bindparam, literal_column, select
+from sqlalchemy.engine import Connection
 
-from ._dialect import Database
+from ._dialect import Database, DriverStatement
 from .schema import user_counters
 
 __all__ = ["NOTIFICATIONS", "SUMMARY_VERSION", "Counters"]
@@ -33,27 +31,30 @@ class Counters:
         self._name = name
         t = user_counters
         # A constant, not a parameter: see `Database.upsert`.
-        self._bump: Insert = db.upsert(
+        upsert = db.upsert(
             t,
             ["user_id", "name"],
             lambda new: [("value", t.c.value + literal_column("1"))],
         )
+        self._bump = DriverStatement(upsert, ["user_id", "name", "value"])
+        self._read = DriverStatement(
+            select(t.c.user_id, t.c.value).where(
+                t.c.name == bindparam("name"),
+                t.c.user_id.in_(bindparam("users", expanding=True)),
+            ),
+            ["name", "users"],
+            expanding=True,
+        )
 
-    async def bump(self, conn: AsyncConnection, users: Sequence[str]) -> dict[str, int]:
+    def bump(self, conn: Connection, users: Sequence[str]) -> dict[str, int]:
         """Adds one to the counter of each of ``users``; returns the new values.
 
-        ``users`` must be sorted and distinct.
+        ``users`` must be sorted and distinct. It runs on a synchronous
+        connection: ``await conn.run_sync(counters.bump, users)``.
         """
         if not users:
             return {}
         name = self._name
-        await conn.execute(
-            self._bump, [{"user_id": u, "name": name, "value": 1} for u in users]
-        )
-        t = user_counters
-        rows: Any = await conn.execute(
-            select(t.c.user_id, t.c.value).where(
-                t.c.name == name, t.c.user_id.in_(users)
-            )
-        )
-        return {row.user_id: int(row.value) for row in rows}
+        self._bump.execute(conn, [(user_id, name, 1) for user_id in users])
+        rows = self._read.execute(conn, (name, users)).all()
+        return {user_id: int(value) for user_id, value in rows}

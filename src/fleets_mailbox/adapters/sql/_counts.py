@@ -32,7 +32,7 @@ class SqlNotificationStore:
             # Serialises the user's writers so that the user's ids commit in
             # increasing order: a client listing after the last id it saw
             # misses none.
-            await self._writers.bump(conn, [user_id])
+            await conn.run_sync(self._writers.bump, [user_id])
             result = await conn.execute(
                 notifications.insert().values(
                     user_id=user_id,

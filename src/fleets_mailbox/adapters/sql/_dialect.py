@@ -4,7 +4,10 @@ The stores build their statements through `Database`: `Database.write` opens
 a transaction that takes the write lock at once on SQLite (``BEGIN
 IMMEDIATE``), `Database.insert_ignore` and `Database.upsert` build the
 dialect's INSERT variant, and `translate_errors` maps driver errors to
-`StoreError`. Column types with per-dialect variants are made here too.
+`StoreError`. For the hot paths, `Database.run_write` runs a transaction of
+synchronous code in one go and a `DriverStatement` passes rows of plain
+values to the driver. Column types with per-dialect variants are made here
+too.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
-from sqlalchemy import ColumnElement, String, Table, Text, case, event, exc
+from sqlalchemy import ColumnElement, Select, String, Table, Text, case, event, exc
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -32,6 +35,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "TABLE_OPTIONS",
     "Database",
+    "DriverStatement",
     "IntegrityViolation",
     "body_type",
     "create_sql_engine",
@@ -40,6 +44,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_Ts = TypeVarTuple("_Ts")
+_T = TypeVar("_T")
 
 #: How long a SQLite connection waits for another's write lock.
 BUSY_TIMEOUT_MS = 30_000
@@ -149,18 +156,23 @@ def create_sql_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
     SQLite gets WAL mode, a busy timeout and ``BEGIN IMMEDIATE`` for write
     transactions, so that several processes can share one file; MySQL runs
-    in READ COMMITTED, which takes no gap locks for the upserts.
+    in READ COMMITTED, which takes no gap locks for the upserts. A MySQL
+    connection is pinged before each use, and rolled back on its return to
+    the pool only if the server says a transaction is open.
     """
     options: dict[str, Any] = {"echo": echo}
-    if url.startswith(_MYSQL_NAMES):
+    is_mysql = url.startswith(_MYSQL_NAMES)
+    if is_mysql:
         options.update(isolation_level="READ COMMITTED", pool_recycle=3600)
-    if url.startswith("sqlite"):
-        # _sqlite_reset rolls back only what is open: one thread hop less
-        # for every transaction that committed.
+    if url.startswith("sqlite") or is_mysql:
+        # _sqlite_reset and _mysql_reset roll back only what is open: a round
+        # trip or a thread hop less for every transaction that committed.
         options.update(pool_reset_on_return=None)
-    else:
+    if not url.startswith("sqlite"):
         options.update(pool_pre_ping=True)
     engine = create_async_engine(url, **options)
+    if is_mysql:
+        event.listen(engine.sync_engine, "reset", _mysql_reset)
     Database(engine)
     return engine
 
@@ -216,6 +228,23 @@ class Database:
             with translate_errors():
                 async with self._writer.begin() as conn:
                     yield conn
+
+    async def run_write(self, fn: Callable[[Connection, *_Ts], _T], *args: *_Ts) -> _T:
+        """Runs ``fn(conn, *args)`` in a transaction like `write`'s.
+
+        ``fn`` is synchronous code on SQLAlchemy's `Connection`; the whole
+        transaction runs in one `AsyncConnection.run_sync`, so its statements
+        cost no extra turns of the event loop each.
+        """
+
+        def transaction(conn: Connection) -> _T:
+            with conn.begin():
+                return fn(conn, *args)
+
+        async with self._serialised():
+            with translate_errors():
+                async with self._writer.connect() as conn:
+                    return await conn.run_sync(transaction)
 
     @contextlib.asynccontextmanager
     async def _serialised(self) -> AsyncIterator[None]:
@@ -303,6 +332,89 @@ class Database:
             yield
 
 
+# The placeholder of each paramstyle whose placeholders are all alike.
+_PLACEHOLDERS = {"format": "%s", "qmark": "?"}
+
+
+class DriverStatement:
+    """A statement compiled once, run with rows of plain values.
+
+    SQLAlchemy checks and converts each parameter row of each execution,
+    which costs more than the database's own work for a statement with a
+    row per recipient. This one is compiled at its first use for the
+    connection's dialect, and its rows go to the driver as they are: tuples
+    in the order of ``names``, holding values that need no conversion (ids
+    and integers). If ``expanding``, the last name is an expanding
+    parameter (``bindparam(name, expanding=True)``, as in ``IN``) and takes a
+    non-empty sequence. Dialects with numbered or named placeholders run the
+    statement through SQLAlchemy, with the same rows.
+
+    It runs on a synchronous `Connection`: in `Database.run_write`, or
+    through `AsyncConnection.run_sync`.
+    """
+
+    def __init__(
+        self,
+        statement: Insert | Select[Any],
+        names: Sequence[str],
+        *,
+        expanding: bool = False,
+    ) -> None:
+        self._statement = statement
+        self._names = tuple(names)
+        self._expanding = expanding
+        self._dialect: Dialect | None = None
+        self._sql: str | None = None
+        self._placeholder = ""
+        # How SQLAlchemy leaves an expanding parameter in compiled SQL.
+        self._marker = f"__[POSTCOMPILE_{self._names[-1]}]" if expanding else ""
+
+    def execute(
+        self, conn: Connection, rows: tuple[Any, ...] | list[tuple[Any, ...]]
+    ) -> CursorResult[*tuple[Any, ...]]:
+        """Runs the statement once with a tuple, or once per tuple of a list."""
+        sql = self._driver_sql(conn.dialect)
+        if sql is None:
+            if isinstance(rows, list):
+                return conn.execute(
+                    self._statement,
+                    [dict(zip(self._names, r, strict=True)) for r in rows],
+                )
+            return conn.execute(
+                self._statement, dict(zip(self._names, rows, strict=True))
+            )
+        if self._expanding:
+            if isinstance(rows, list):
+                raise TypeError("an expanding parameter takes one row of values")
+            *fixed, values = rows
+            if not values:
+                raise ValueError("an expanding parameter takes at least one value")
+            places = ", ".join([self._placeholder] * len(values))
+            sql = sql.replace(self._marker, places)
+            rows = (*fixed, *values)
+        return conn.exec_driver_sql(sql, rows)
+
+    def _driver_sql(self, dialect: Dialect) -> str | None:
+        # Compiled when the dialect has met the server: MySQL's upsert differs
+        # between versions.
+        if dialect is not self._dialect:
+            placeholder = _PLACEHOLDERS.get(dialect.paramstyle)
+            sql = None
+            if placeholder is not None:
+                compiled = self._statement.compile(dialect=dialect)
+                if tuple(compiled.positiontup or ()) != self._names:
+                    raise ValueError(
+                        f"the statement's parameters are {compiled.positiontup}, "
+                        f"not {list(self._names)}"
+                    )
+                sql = compiled.string
+                if self._expanding and self._marker not in sql:
+                    sql = None  # not the rendering we know: let SQLAlchemy do it
+            self._sql, self._placeholder = sql, placeholder or ""
+            self._dialect = dialect
+        return self._sql
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take BEGIN away from the driver: _sqlite_begin emits it.
     dbapi_connection.isolation_level = None
@@ -331,4 +443,19 @@ def _sqlite_reset(
         return
     driver = record.driver_connection
     if driver is None or getattr(driver, "in_transaction", True):
+        dbapi_connection.rollback()
+
+
+def _mysql_reset(
+    dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    # The server flags an open transaction in the status of every reply, and
+    # the driver keeps the last one it read (asyncmy's own pool trusts it the
+    # same way). COMMIT and ROLLBACK clear it; any statement that started a
+    # transaction, even a plain SELECT of an InnoDB table, sets it. Without
+    # the flag at hand, roll back.
+    if not state.asyncio_safe or state.transaction_was_reset:
+        return
+    in_transaction = getattr(record.driver_connection, "get_transaction_status", None)
+    if in_transaction is None or in_transaction():
         dbapi_connection.rollback()
