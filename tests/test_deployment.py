@@ -280,16 +280,17 @@ async def test_a_replay_survives_the_broker_stopping_and_coming_back(
     await broker.run("up")
     try:
         async with deployment(broker.endpoints) as (a, b):
+            # Long enough to outlast the broker's stop (15-20 s).
             replaying = asyncio.create_task(
-                replay([a.url, b.url], messages=400, users=12, seed=13)
+                replay([a.url, b.url], messages=2000, users=20, seed=13)
             )
-            await asyncio.sleep(5)
+            await asyncio.sleep(3)
             await broker.run("down")
             assert not replaying.done(), "the replay ended before the broker stopped"
             await broker.run("up")
             report = await asyncio.wait_for(replaying, timeout=600)
 
-            assert report.sent == report.stored == 400
+            assert report.sent == report.stored == 2000
             assert (report.lost, report.duplicated, report.misordered) == (0, 0, 0)
             assert report.ok
             assert report.synced > 0, "nobody had to catch up: the outage missed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -468,3 +469,29 @@ def test_a_pipeline_refuses_nonsense_settings() -> None:
                 directory=stores.directory,
                 **bad,
             )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"when": datetime.datetime(2026, 1, 1)},
+        {"raw": b"bytes"},
+        {"tags": {"a", "b"}},
+        {"nested": {1: "int key"}},
+        {"ratio": float("nan")},
+        {"pair": ("a", "b")},
+    ],
+    ids=["datetime", "bytes", "set", "int-key", "nan", "tuple"],
+)
+async def test_a_payload_that_is_not_json_is_refused_and_not_stored(
+    stores: Stores, payload: dict[str, Any]
+) -> None:
+    from fleets_mailbox.notifications import NotificationService
+
+    service = NotificationService(stores.notifications, RecordingBus())
+    with pytest.raises(InvalidRequest) as refused:
+        await service.notify("ann", "reminder", payload)
+    assert refused.value.field == "payload"
+    assert await service.list("ann") == []
+    stored = await service.notify("ann", "reminder", {"ok": ["a", 1, None, True]})
+    assert (await service.list("ann"))[0].payload == stored.payload

@@ -299,3 +299,18 @@ async def test_default_replay() -> None:
     assert (report.lost, report.duplicated, report.misordered) == (0, 0, 0)
     assert report.ok
     assert report.pushed > 0 and report.synced > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"url": "localhost:8000"}, "starts with http"),
+        ({"url": "http://127.0.0.1:1", "sql_url": "sqlite+aiosqlite:///x"}, "embedded"),
+        ({"store": "memory", "sql_url": "sqlite+aiosqlite:///x"}, "exclude"),
+    ],
+)
+async def test_conflicting_or_malformed_options_are_refused(
+    options: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(ValueError, match=said):
+        await replay(**options)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -219,6 +220,37 @@ async def test_ping_pong_and_unknown_frames(server: BackgroundServer) -> None:
             assert reply["error"] == "invalid_request"
         await ws.send(b'{"type": "ping"}')
         assert json.loads(await asyncio.wait_for(ws.recv(), WAIT)) == {"type": "pong"}
+
+
+async def test_no_token_reaches_the_server_log() -> None:
+    # uvicorn logs every WebSocket handshake with its path, even without the
+    # access log; the path holds the bearer token.
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    service = MailboxService(Stores.memory(), LocalBus(), MemoryPresence())
+    server = BackgroundServer(create_app(service, secret=SECRET), log_level="info")
+    # After the server's logging setup, which drops the logger's handlers.
+    keep = Keep()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(keep)
+    try:
+        async with server as running:
+            secret_token = token("bob")
+            async with websockets.connect(
+                f"{running.ws_url}/ws?token={secret_token}"
+            ) as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+    finally:
+        uvicorn_log.removeHandler(keep)
+
+    handshakes = [line for line in lines if "WebSocket" in line]
+    assert handshakes, lines
+    assert all(secret_token not in line for line in lines), handshakes
+    assert any("token=[hidden]" in line for line in handshakes), handshakes
 
 
 @pytest.mark.parametrize(

@@ -161,8 +161,8 @@ async def test_migrating_again_changes_nothing_and_downgrade_drops_all(
         assert await conn.run_sync(tables) == {schema.VERSION_TABLE}
 
 
-async def test_two_engines_migrating_at_once_both_succeed(empty_url: str) -> None:
-    engines = [create_sql_engine(empty_url) for _ in range(2)]
+async def test_engines_migrating_at_once_all_succeed(empty_url: str) -> None:
+    engines = [create_sql_engine(empty_url) for _ in range(4)]
     try:
         await asyncio.gather(*(upgrade_schema(e) for e in engines))
         async with engines[0].connect() as conn:
@@ -471,3 +471,16 @@ async def test_smoke_send_sync_and_reopen(tmp_path: Path) -> None:
         assert (note.notification_id, note.payload) == (1, {"group": "g"})
     finally:
         await stores.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("notaurl", "not a database URL"),
+        ("mysql://chat@db/chat", "no asyncio driver"),
+        ("sqlite:///chat.db", "no asyncio driver"),
+    ],
+)
+def test_an_unusable_url_is_refused_clearly(url: str, said: str) -> None:
+    with pytest.raises(ValueError, match=said):
+        create_sql_engine(url)

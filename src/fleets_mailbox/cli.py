@@ -147,9 +147,9 @@ def _demo(args: argparse.Namespace) -> int:
         return 130
     except ImportError as exc:
         print(
-            f"fleets-mailbox demo is missing a package: {exc}\n  pip install "
-            "'fleets-mailbox[server]' (plus the mysql, mongo or rocketmq extra "
-            "for --sql, --mongo or --rocketmq), or run with --memory",
+            f"fleets-mailbox demo is missing a package: {exc}\n  in the "
+            "checkout: pip install -e '.[server]' (plus the mysql, mongo or "
+            "rocketmq extra for --sql, --mongo or --rocketmq), or run with --memory",
             file=sys.stderr,
         )
         return 2
@@ -159,19 +159,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
+    from .errors import StoreError
     from .server import BackgroundServer, create_app, open_demo_service
 
     node_id = args.node_id
     if args.rocketmq and node_id is None:
         host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40]
         node_id = f"{host}-{args.port}" if args.port else None
-    service = await open_demo_service(
-        db_path,
-        sql_url=args.sql,
-        mongo_uri=args.mongo,
-        rocketmq_endpoints=args.rocketmq,
-        node_id=node_id,
-    )
+    try:
+        service = await open_demo_service(
+            db_path,
+            sql_url=args.sql,
+            mongo_uri=args.mongo,
+            rocketmq_endpoints=args.rocketmq,
+            node_id=node_id,
+        )
+    except StoreError as exc:
+        print(f"fleets-mailbox demo: cannot open the stores: {exc}", file=sys.stderr)
+        return 2
     app = create_app(service, secret=args.secret or secrets.token_hex(32))
     server = BackgroundServer(
         app,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,6 +49,16 @@ class NotificationService:
                 "none starting with $",
                 field="payload",
             )
+        try:
+            # What every store and the bus carry: JSON, exactly as given.
+            if json.loads(json.dumps(payload, allow_nan=False)) != payload:
+                raise ValueError("it changes through JSON")
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(
+                f"payload must be JSON: strings, numbers, booleans, null, lists "
+                f"and objects with string keys ({exc})",
+                field="payload",
+            ) from None
         notification = await self.store.add(user_id, kind, payload, self.clock())
         if self.bus is not None:
             try:

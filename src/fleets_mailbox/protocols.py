@@ -130,7 +130,10 @@ class MailboxStore(Protocol):
     ) -> int:
         """Allocates the next seq to ``message_id`` and records it as pending.
 
-        Raises `LeaseLost` if ``holder`` no longer holds the lease.
+        Idempotent: while ``message_id`` is the pending message, asking again
+        returns its seq instead of allocating another (a retry after a lost
+        answer must not burn a seq). Raises `LeaseLost` if ``holder`` no
+        longer holds the lease.
         """
         ...
 

@@ -170,6 +170,8 @@ class MemoryMailboxStore:
         log = self._logs[conversation_id]
         if log.holder != holder:
             raise LeaseLost(conversation_id)
+        if log.pending_message_id == message_id:
+            return log.pending_seq
         log.last_seq += 1
         log.pending_message_id = message_id
         log.pending_seq = log.last_seq

@@ -307,11 +307,26 @@ class MongoMailboxStore:
     ) -> int:
         with _translate():
             doc = await self._logs.find_one_and_update(
-                {"_id": _str(conversation_id), "holder": _str(holder)},
+                {
+                    "_id": _str(conversation_id),
+                    "holder": _str(holder),
+                    "pending_message_id": {"$ne": _str(message_id)},
+                },
                 {"$inc": {"last_seq": 1}, "$set": {"pending_message_id": message_id}},
                 projection={"last_seq": 1},
                 return_document=ReturnDocument.AFTER,
             )
+            if doc is None:
+                # Asked again for the pending message (its first answer was
+                # lost), or the lease is gone.
+                doc = await self._logs.find_one(
+                    {
+                        "_id": _str(conversation_id),
+                        "holder": _str(holder),
+                        "pending_message_id": _str(message_id),
+                    },
+                    projection={"last_seq": 1},
+                )
         if doc is None:
             raise LeaseLost(conversation_id)
         seq: int = doc["last_seq"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import StoreError
 from .client import ReplayError
 from .corpus import CorpusError
 
@@ -162,7 +163,7 @@ async def run(args: argparse.Namespace) -> int:
             mongo_uri=args.mongo,
             progress=not quiet and sys.stderr.isatty(),
         )
-    except (ReplayError, CorpusError, ValueError) as exc:
+    except (ReplayError, CorpusError, ValueError, StoreError) as exc:
         print(f"fleets-mailbox replay: error: {exc}", file=sys.stderr)
         return 2
     if not quiet:

@@ -384,6 +384,14 @@ async def replay(
         raise ValueError("concurrency must be at least 1")
     if store not in ("sqlite", "memory"):
         raise ValueError("store must be 'sqlite' or 'memory'")
+    urls = [url] if isinstance(url, str) else list(url or ())
+    for one in urls:
+        if not one.startswith(("http://", "https://")):
+            raise ValueError(f"a server URL starts with http:// or https:// ({one!r})")
+    if urls and (sql_url or mongo_uri):
+        raise ValueError("the SQL and MongoDB stores are for the embedded server only")
+    if sql_url and store == "memory":
+        raise ValueError("a memory store and a SQL URL exclude each other")
     if dialogues is None:
         dialogues = load_dialogues(languages)
     if run_id is None:

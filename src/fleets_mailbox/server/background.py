@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 from collections.abc import Generator
 from types import TracebackType
@@ -36,6 +37,37 @@ class _Server(uvicorn.Server):
                 yield
         else:
             yield
+
+
+_TOKEN = re.compile(r"(token=)[^&\s\"']+")
+
+
+class _RedactTokens(logging.Filter):
+    """Hides ``token=…`` in uvicorn's log lines.
+
+    WebSocket clients pass their bearer token in the query string, and
+    uvicorn logs each handshake with its path ("WebSocket /ws?token=…"
+    [accepted]) even without the access log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(a, str) and "token=" in a for a in record.args
+        ):
+            record.args = tuple(
+                _TOKEN.sub(r"\1[hidden]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN.sub(r"\1[hidden]", record.msg)
+        return True
+
+
+def _hide_tokens_in_uvicorn_logs() -> None:
+    for name in ("uvicorn.error", "uvicorn.access"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _RedactTokens) for f in target.filters):
+            target.addFilter(_RedactTokens())
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -78,6 +110,7 @@ class BackgroundServer:
             app, host=host, port=port, log_level=log_level, **config
         )
         self._server = _Server(self.config, capture_signals=capture_signals)
+        _hide_tokens_in_uvicorn_logs()
         self._task: asyncio.Task[None] | None = None
         self.host = host
         self.port = port

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Collection
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -33,7 +33,7 @@ from ..model import (
     new_message_id,
 )
 from ..pipeline import SEND_STEPS, SendPipeline
-from ..protocols import MessageBus
+from ..protocols import MailboxStore, MessageBus
 from ..service import Stores
 from ..sync import SyncService
 from .checks import walk_sync
@@ -392,6 +392,35 @@ class PipelineSuite(abc.ABC):
             await h.check_delivered(sent, ["alice", "bob"])
             assert await h.unread("bob", DIRECT) == 1
             assert calls.counts["add_entries"] == 3
+
+    async def test_a_lost_answer_to_allocate_seq_burns_no_seq(self) -> None:
+        # The store allocated the seq, but its answer was lost (a dropped
+        # connection after COMMIT): the retry must get the same seq back.
+        async with self.opened() as h:
+            mailboxes = h.stores.mailboxes
+            lost = {"allocate_seq": 1}
+
+            class LostAnswer:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(mailboxes, name)
+
+                async def allocate_seq(self, *args: Any) -> int:
+                    seq = await mailboxes.allocate_seq(*args)
+                    if lost["allocate_seq"] > 0:
+                        lost["allocate_seq"] -= 1
+                        raise TransientStoreError("connection lost (injected)")
+                    return seq
+
+            pipeline = h.new_pipeline(mailboxes=cast(MailboxStore, LostAnswer()))
+
+            first = await pipeline.send("alice", DIRECT, "one", "c1")
+            second = await pipeline.send("alice", DIRECT, "two", "c2")
+
+            assert (first.seq, second.seq) == (1, 2)
+            walk = await walk_sync(h.sync, "bob", DIRECT, limit=10)
+            assert walk.seqs == [1, 2]
+            assert walk.holes == ()
+            assert await h.stores.mailboxes.last_seq(DIRECT) == 2
 
     async def test_a_refused_publish_does_not_fail_the_send(self) -> None:
         async with self.opened() as h:

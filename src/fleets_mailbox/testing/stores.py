@@ -441,6 +441,26 @@ class MailboxStoreSuite(StoreSuite[MailboxStore]):
             assert await store.last_seq(self.conversation) == 0
             assert await store.allocate_seq(self.conversation, "h2", "m1") == 1
 
+    async def test_allocate_seq_again_for_the_pending_message_gives_its_seq(
+        self,
+    ) -> None:
+        # A retry after the first answer was lost (the write committed, the
+        # reply never came) must not burn a seq that nobody then declares.
+        async with self.opened() as store:
+            await store.acquire(self.conversation, "h1", 60_000, T0)
+            first = await store.allocate_seq(self.conversation, "h1", "m1")
+            again = await store.allocate_seq(self.conversation, "h1", "m1")
+            lease = await store.acquire(self.conversation, "h1", 60_000, T0)
+            other = await store.allocate_seq(self.conversation, "h1", "m2")
+
+            assert (first, again, other) == (1, 1, 2)
+            assert lease is not None
+            assert (lease.pending_message_id, lease.pending_seq) == ("m1", 1)
+            assert await store.last_seq(self.conversation) == 2
+            await store.acquire(self.conversation, "h2", 60_000, T0 + 120_000)
+            with pytest.raises(LeaseLost):
+                await store.allocate_seq(self.conversation, "h1", "m2")
+
     async def test_release_clears_the_pending_send_and_frees_the_lease(self) -> None:
         async with self.opened() as store:
             await store.acquire(self.conversation, "h1", 60_000, T0)

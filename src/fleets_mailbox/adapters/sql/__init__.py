@@ -118,7 +118,7 @@ async def upgrade_schema(engine: AsyncEngine, revision: str = "head") -> None:
     after the other, and the later ones find nothing to do.
     """
     db = Database(engine)
-    async with db.write() as conn, db.migration_lock(conn):
+    async with db.migrating() as conn:
         await conn.run_sync(_upgrade, revision)
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import ColumnElement, Select, String, Table, Text, case, event, exc
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -57,8 +57,24 @@ _WRITE = "fleets_write"
 _MYSQL_NAMES = ("mysql", "mariadb")
 
 # MySQL/MariaDB error numbers worth a retry: too many connections, lock wait
-# timeout, deadlock, server gone or unreachable, connection killed.
-_MYSQL_TRANSIENT = {1040, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+# timeout, deadlock, query interrupted (KILL QUERY), read-only (a failover
+# under way), statement timeout, server gone or unreachable, connection
+# killed.
+_MYSQL_TRANSIENT = {
+    1040,
+    1205,
+    1213,
+    1290,
+    1317,
+    1927,
+    1969,
+    2002,
+    2003,
+    2006,
+    2013,
+    2055,
+    4031,
+}
 
 # PostgreSQL SQLSTATEs worth a retry (besides class 08, connection errors):
 # serialization failure, deadlock, lock not available, server shutting down,
@@ -158,8 +174,18 @@ def create_sql_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     transactions, so that several processes can share one file; MySQL runs
     in READ COMMITTED, which takes no gap locks for the upserts. A MySQL
     connection is pinged before each use, and rolled back on its return to
-    the pool only if the server says a transaction is open.
+    the pool only if the server says a transaction is open. Raises
+    `ValueError` for a URL that is not one, or names no asyncio driver.
     """
+    try:
+        driver = make_url(url).drivername
+    except exc.ArgumentError as error:
+        raise ValueError(f"not a database URL: {error}") from error
+    if "+" not in driver:
+        raise ValueError(
+            f"the URL names no asyncio driver ({driver}://…): use "
+            "mysql+asyncmy://, sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
     options: dict[str, Any] = {"echo": echo}
     is_mysql = url.startswith(_MYSQL_NAMES)
     if is_mysql:
@@ -310,26 +336,38 @@ class Database:
         )
 
     @contextlib.asynccontextmanager
-    async def migration_lock(self, conn: AsyncConnection) -> AsyncIterator[None]:
-        """Keeps other processes from migrating at the same time.
+    async def migrating(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction for migrating, one process at a time.
 
-        SQLite needs nothing: the migration runs in a ``BEGIN IMMEDIATE``
-        transaction.
+        SQLite needs nothing more than its ``BEGIN IMMEDIATE``; PostgreSQL
+        takes an advisory lock for the transaction. MySQL commits DDL at
+        once, so its lock is a named lock held by a connection of its own
+        until the migration's transaction has committed: the next process
+        then sees the new revision.
         """
-        if self.name == "postgresql":
-            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4165724981)")
-            yield
-        elif self.is_mysql:
-            # A session lock, not a transaction's: MySQL's DDL commits anyway.
-            await conn.exec_driver_sql("SELECT GET_LOCK('fleets_mailbox_migrate', 60)")
+        if not self.is_mysql:
+            async with self.write() as conn:
+                if self.name == "postgresql":
+                    await conn.exec_driver_sql(
+                        "SELECT pg_advisory_xact_lock(4165724981)"
+                    )
+                yield conn
+            return
+        async with self.read() as holder:
+            got = await holder.exec_driver_sql(
+                "SELECT GET_LOCK('fleets_mailbox_migrate', 60)"
+            )
+            if got.scalar() != 1:
+                raise TransientStoreError(
+                    "another process has been migrating the schema for 60 s"
+                )
             try:
-                yield
+                async with self.write() as conn:
+                    yield conn
             finally:
-                await conn.exec_driver_sql(
+                await holder.exec_driver_sql(
                     "SELECT RELEASE_LOCK('fleets_mailbox_migrate')"
                 )
-        else:
-            yield
 
 
 # The placeholder of each paramstyle whose placeholders are all alike.

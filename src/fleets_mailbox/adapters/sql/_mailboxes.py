@@ -81,19 +81,32 @@ class SqlMailboxStore:
         async with self._db.write() as conn:
             # pending_seq first: MySQL applies SET clauses in order, reading
             # the values the earlier ones wrote.
+            # Not again for the pending message: a retry after a lost answer
+            # gets its seq back below instead of burning another.
+            not_pending = logs.c.pending_message_id.is_(None) | (
+                logs.c.pending_message_id != message_id
+            )
             allocated = await conn.execute(
                 update(logs)
-                .where(key, logs.c.holder == holder)
+                .where(key, logs.c.holder == holder, not_pending)
                 .ordered_values(
                     (logs.c.pending_seq, logs.c.last_seq + 1),
                     (logs.c.pending_message_id, message_id),
                     (logs.c.last_seq, logs.c.last_seq + 1),
                 )
             )
-            if allocated.rowcount == 0:
+            row = (
+                await conn.execute(
+                    select(
+                        logs.c.holder, logs.c.pending_message_id, logs.c.pending_seq
+                    ).where(key)
+                )
+            ).first()
+            if row is None or row.holder != holder:
                 raise LeaseLost(conversation_id)
-            result = await conn.execute(select(logs.c.pending_seq).where(key))
-            return int(result.scalar_one())
+            if allocated.rowcount == 0 and row.pending_message_id != message_id:
+                raise LeaseLost(conversation_id)
+            return int(row.pending_seq)
 
     async def release(self, conversation_id: str, holder: str) -> None:
         await self._free(
