@@ -14,6 +14,7 @@ of them, e.g. one per Hypothesis example.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import itertools
 import os
@@ -125,6 +126,19 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def dropping_on_close(stores: Stores, drop: Callable[[], Awaitable[None]]) -> Stores:
+    """Makes `Stores.close` also call ``drop`` (dropping the test database)."""
+    close = stores.on_close
+
+    async def close_and_drop() -> None:
+        if close is not None:
+            await close()
+        await drop()
+
+    stores.on_close = close_and_drop
+    return stores
+
+
 def new_stores_factory(backend: str, directory: Path) -> StoresFactory:
     """Returns a function that opens a fresh, empty bundle of ``backend``.
 
@@ -160,15 +174,9 @@ def new_stores_factory(backend: str, directory: Path) -> StoresFactory:
             stores: Stores = await with_mongo(
                 await sql.open_sql_stores(sqlite_url(path)), uri, database
             )
-            close = stores.on_close
-
-            async def close_and_drop() -> None:
-                if close is not None:
-                    await close()
-                await drop_mongo_database(uri, database)
-
-            stores.on_close = close_and_drop
-            return stores
+            return dropping_on_close(
+                stores, functools.partial(drop_mongo_database, uri, database)
+            )
 
         return mongo
     if backend == "mysql":
@@ -178,15 +186,9 @@ def new_stores_factory(backend: str, directory: Path) -> StoresFactory:
         async def mysql() -> Stores:
             url = await create_mysql_database(server)
             stores: Stores = await sql.open_sql_stores(url)
-            close = stores.on_close
-
-            async def close_and_drop() -> None:
-                if close is not None:
-                    await close()
-                await drop_mysql_database(server, url)
-
-            stores.on_close = close_and_drop
-            return stores
+            return dropping_on_close(
+                stores, functools.partial(drop_mysql_database, server, url)
+            )
 
         return mysql
     raise ValueError(f"unknown backend {backend!r}")

@@ -1,18 +1,26 @@
 """The conformance suites of `fleets_mailbox.testing`, run on our adapters.
 
-Memory: the in-memory stores, `MemoryDirectory` and `LocalBus`. SQLite: the
+Memory: the in-memory stores, `MemoryDirectory` and `LocalBus`. SQL: the
 SQL stores from `fleets_mailbox.adapters.sql`, every store of one test over
-one database file (skipped while that module does not exist).
+one database, once on a SQLite file and once on MySQL/MariaDB (marked
+``mysql``; skipped with the reason without ``FLEETS_TEST_MYSQL_URL``).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import require_sql, sqlite_url
+from conftest import (
+    create_mysql_database,
+    drop_mysql_database,
+    mysql_url,
+    require_sql,
+    sqlite_url,
+)
 from fleets_mailbox import Stores
 from fleets_mailbox.adapters.local_bus import LocalBus
 from fleets_mailbox.protocols import (
@@ -85,18 +93,35 @@ class TestLocalBus(MessageBusSuite):
         await bus.drain()
 
 
-# ---------------------------------------------------------------- sqlite
+# ---------------------------------------------------------------- SQL
 
 
-class _SqliteDatabase:
-    """Opens the SQL stores over one SQLite file per test, closes them after."""
+class _SqlDatabase:
+    """Opens the SQL stores over a new database per test, closes them after.
+
+    Each test runs twice: on a SQLite file, and on a new database of the
+    MySQL/MariaDB server of ``FLEETS_TEST_MYSQL_URL`` (dropped after it).
+    """
 
     _stores: Stores | None = None
 
-    @pytest.fixture(autouse=True)
-    def _database(self, tmp_path: Path) -> None:
+    @pytest.fixture(
+        autouse=True, params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
+    )
+    async def _database(
+        self, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> AsyncIterator[None]:
         self._sql: Any = require_sql()
-        self._url = sqlite_url(tmp_path / "fleets.sqlite3")
+        if request.param == "sqlite":
+            self._url = sqlite_url(tmp_path / "fleets.sqlite3")
+            yield
+            return
+        server = mysql_url()
+        self._url = await create_mysql_database(server)
+        try:
+            yield
+        finally:
+            await drop_mysql_database(server, self._url)
 
     async def _open(self) -> Stores:
         assert self._stores is None, "one bundle per test"
@@ -109,7 +134,7 @@ class _SqliteDatabase:
             self._stores = None
 
 
-class TestSqliteMessageStore(_SqliteDatabase, MessageStoreSuite):
+class TestSqlMessageStore(_SqlDatabase, MessageStoreSuite):
     async def make_store(self) -> MessageStore:
         store = (await self._open()).messages
         assert isinstance(store, self._sql.SqlMessageStore)
@@ -119,7 +144,7 @@ class TestSqliteMessageStore(_SqliteDatabase, MessageStoreSuite):
         await self._close()
 
 
-class TestSqliteMailboxStore(_SqliteDatabase, MailboxStoreSuite):
+class TestSqlMailboxStore(_SqlDatabase, MailboxStoreSuite):
     async def make_store(self) -> MailboxStore:
         store = (await self._open()).mailboxes
         assert isinstance(store, self._sql.SqlMailboxStore)
@@ -129,7 +154,7 @@ class TestSqliteMailboxStore(_SqliteDatabase, MailboxStoreSuite):
         await self._close()
 
 
-class TestSqliteConversationStore(_SqliteDatabase, ConversationStoreSuite):
+class TestSqlConversationStore(_SqlDatabase, ConversationStoreSuite):
     async def make_store(self) -> ConversationStore:
         store = (await self._open()).conversations
         assert isinstance(store, self._sql.SqlConversationStore)
@@ -139,7 +164,7 @@ class TestSqliteConversationStore(_SqliteDatabase, ConversationStoreSuite):
         await self._close()
 
 
-class TestSqliteNotificationStore(_SqliteDatabase, NotificationStoreSuite):
+class TestSqlNotificationStore(_SqlDatabase, NotificationStoreSuite):
     async def make_store(self) -> NotificationStore:
         store = (await self._open()).notifications
         assert isinstance(store, self._sql.SqlNotificationStore)
@@ -149,7 +174,7 @@ class TestSqliteNotificationStore(_SqliteDatabase, NotificationStoreSuite):
         await self._close()
 
 
-class TestSqliteAnalyticsStore(_SqliteDatabase, AnalyticsStoreSuite):
+class TestSqlAnalyticsStore(_SqlDatabase, AnalyticsStoreSuite):
     async def make_store(self) -> AnalyticsStore:
         store = (await self._open()).analytics
         assert isinstance(store, self._sql.SqlAnalyticsStore)
@@ -159,7 +184,7 @@ class TestSqliteAnalyticsStore(_SqliteDatabase, AnalyticsStoreSuite):
         await self._close()
 
 
-class TestSqliteDirectory(_SqliteDatabase, DirectorySuite):
+class TestSqlDirectory(_SqlDatabase, DirectorySuite):
     async def make_directory(self) -> GroupDirectory:
         directory = (await self._open()).directory
         assert isinstance(directory, self._sql.SqlDirectory)
@@ -169,7 +194,7 @@ class TestSqliteDirectory(_SqliteDatabase, DirectorySuite):
         await self._close()
 
 
-class TestSqlitePipeline(_SqliteDatabase, PipelineSuite):
+class TestSqlPipeline(_SqlDatabase, PipelineSuite):
     async def make_stores(self) -> Stores:
         return await self._open()
 

@@ -1,10 +1,10 @@
 """The SQL stores on the MySQL/MariaDB server of ``FLEETS_TEST_MYSQL_URL``.
 
-Every conformance suite runs here on a new database per test, so a
+Every conformance suite runs on MySQL in tests/test_conformance.py, so a
 MySQL-only deployment (content, mailboxes and conversations in MySQL) is
 held to the same contract as the others; the cases, the pipeline tests and
 the Hypothesis state machine run on it through the "mysql" backend of
-conftest.py. What follows them is MySQL's own: 4-byte characters, driver
+conftest.py. Here is what is MySQL's own: 4-byte characters, driver
 errors, and four processes writing the same recipients at once. Skipped,
 with the reason, when the variable is unset.
 """
@@ -24,36 +24,13 @@ from sqlalchemy.exc import DBAPIError
 from conftest import create_mysql_database, drop_mysql_database, mongo_uri, mysql_url
 from fleets_mailbox import Stores, TransientStoreError
 from fleets_mailbox.adapters.sql import (
-    SqlAnalyticsStore,
-    SqlConversationStore,
-    SqlDirectory,
-    SqlMailboxStore,
-    SqlMessageStore,
-    SqlNotificationStore,
     create_sql_engine,
     open_sql_stores,
 )
 from fleets_mailbox.adapters.sql._dialect import translate_errors
 from fleets_mailbox.model import MessageStatus
 from fleets_mailbox.pipeline import SendPipeline
-from fleets_mailbox.protocols import (
-    AnalyticsStore,
-    ConversationStore,
-    GroupDirectory,
-    MailboxStore,
-    MessageStore,
-    NotificationStore,
-)
 from fleets_mailbox.sync import SyncService
-from fleets_mailbox.testing import (
-    AnalyticsStoreSuite,
-    ConversationStoreSuite,
-    DirectorySuite,
-    MailboxStoreSuite,
-    MessageStoreSuite,
-    NotificationStoreSuite,
-    PipelineSuite,
-)
 
 pytestmark = pytest.mark.mysql
 
@@ -67,97 +44,6 @@ async def database() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_mysql_database(server, url)
-
-
-# ---------------------------------------------------------------- suites
-
-
-class _MySqlDatabase:
-    """Opens the SQL stores over a new database per test, drops it after."""
-
-    _stores: Stores | None = None
-
-    @pytest.fixture(autouse=True)
-    def _database(self, database: str) -> None:
-        self._url = database
-
-    async def _open(self) -> Stores:
-        assert self._stores is None, "one bundle per test"
-        self._stores = await open_sql_stores(self._url)
-        return self._stores
-
-    async def _close(self) -> None:
-        if self._stores is not None:
-            await self._stores.close()
-            self._stores = None
-
-
-class TestMySqlMessageStore(_MySqlDatabase, MessageStoreSuite):
-    async def make_store(self) -> MessageStore:
-        store = (await self._open()).messages
-        assert isinstance(store, SqlMessageStore)
-        return store
-
-    async def close_store(self, store: MessageStore) -> None:
-        await self._close()
-
-
-class TestMySqlMailboxStore(_MySqlDatabase, MailboxStoreSuite):
-    async def make_store(self) -> MailboxStore:
-        store = (await self._open()).mailboxes
-        assert isinstance(store, SqlMailboxStore)
-        return store
-
-    async def close_store(self, store: MailboxStore) -> None:
-        await self._close()
-
-
-class TestMySqlConversationStore(_MySqlDatabase, ConversationStoreSuite):
-    async def make_store(self) -> ConversationStore:
-        store = (await self._open()).conversations
-        assert isinstance(store, SqlConversationStore)
-        return store
-
-    async def close_store(self, store: ConversationStore) -> None:
-        await self._close()
-
-
-class TestMySqlNotificationStore(_MySqlDatabase, NotificationStoreSuite):
-    async def make_store(self) -> NotificationStore:
-        store = (await self._open()).notifications
-        assert isinstance(store, SqlNotificationStore)
-        return store
-
-    async def close_store(self, store: NotificationStore) -> None:
-        await self._close()
-
-
-class TestMySqlAnalyticsStore(_MySqlDatabase, AnalyticsStoreSuite):
-    async def make_store(self) -> AnalyticsStore:
-        store = (await self._open()).analytics
-        assert isinstance(store, SqlAnalyticsStore)
-        return store
-
-    async def close_store(self, store: AnalyticsStore) -> None:
-        await self._close()
-
-
-class TestMySqlDirectory(_MySqlDatabase, DirectorySuite):
-    async def make_directory(self) -> GroupDirectory:
-        directory = (await self._open()).directory
-        assert isinstance(directory, SqlDirectory)
-        return directory
-
-    async def close_directory(self, directory: GroupDirectory) -> None:
-        await self._close()
-
-
-class TestMySqlPipeline(_MySqlDatabase, PipelineSuite):
-    async def make_stores(self) -> Stores:
-        return await self._open()
-
-    async def close_stores(self, stores: Stores) -> None:
-        await self._close()
 
 
 # ---------------------------------------------------------------- utf8mb4
