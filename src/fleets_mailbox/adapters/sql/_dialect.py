@@ -28,6 +28,7 @@ from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import KeyedColumnElement
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import greenlet_spawn
 
 from ...errors import FleetsError, StoreError, TransientStoreError
 
@@ -173,9 +174,10 @@ def create_sql_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     SQLite gets WAL mode, a busy timeout and ``BEGIN IMMEDIATE`` for write
     transactions, so that several processes can share one file; MySQL runs
     in READ COMMITTED, which takes no gap locks for the upserts. A MySQL
-    connection is pinged before each use, and rolled back on its return to
-    the pool only if the server says a transaction is open. Raises
-    `ValueError` for a URL that is not one, or names no asyncio driver.
+    connection is checked before each use (see `_mysql_checkout`), and
+    rolled back on its return to the pool only if the server says a
+    transaction is open. Raises `ValueError` for a URL that is not one, or
+    names no asyncio driver.
     """
     try:
         driver = make_url(url).drivername
@@ -194,10 +196,11 @@ def create_sql_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # _sqlite_reset and _mysql_reset roll back only what is open: a round
         # trip or a thread hop less for every transaction that committed.
         options.update(pool_reset_on_return=None)
-    if not url.startswith("sqlite"):
+    if not url.startswith("sqlite") and not is_mysql:
         options.update(pool_pre_ping=True)
     engine = create_async_engine(url, **options)
     if is_mysql:
+        event.listen(engine.sync_engine, "checkout", _mysql_checkout)
         event.listen(engine.sync_engine, "reset", _mysql_reset)
     Database(engine)
     return engine
@@ -258,19 +261,21 @@ class Database:
     async def run_write(self, fn: Callable[[Connection, *_Ts], _T], *args: *_Ts) -> _T:
         """Runs ``fn(conn, *args)`` in a transaction like `write`'s.
 
-        ``fn`` is synchronous code on SQLAlchemy's `Connection`; the whole
-        transaction runs in one `AsyncConnection.run_sync`, so its statements
-        cost no extra turns of the event loop each.
+        ``fn`` is synchronous code on SQLAlchemy's `Connection`. The whole
+        transaction, from taking the connection from the pool to giving it
+        back, runs in one greenlet of SQLAlchemy's asyncio bridge (what
+        `AsyncConnection.run_sync` uses): its steps cost no greenlet, task or
+        turn of the event loop each.
         """
+        writer = self._writer.sync_engine
 
-        def transaction(conn: Connection) -> _T:
-            with conn.begin():
+        def transaction() -> _T:
+            with writer.connect() as conn, conn.begin():
                 return fn(conn, *args)
 
         async with self._serialised():
             with translate_errors():
-                async with self._writer.connect() as conn:
-                    return await conn.run_sync(transaction)
+                return await greenlet_spawn(transaction)
 
     @contextlib.asynccontextmanager
     async def _serialised(self) -> AsyncIterator[None]:
@@ -482,6 +487,28 @@ def _sqlite_reset(
     driver = record.driver_connection
     if driver is None or getattr(driver, "in_transaction", True):
         dbapi_connection.rollback()
+
+
+def _mysql_checkout(
+    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any
+) -> None:
+    # Instead of the pool's pre-ping, a round trip for every transaction.
+    # When the server ends a connection (KILL, wait_timeout, a restart), its
+    # socket closes, and asyncmy's protocol marks the stream broken as soon
+    # as the event loop reads the end: an idle connection in the pool has
+    # been marked by the time it is taken (asyncmy's own pool trusts the same
+    # test). DisconnectionError makes the pool connect afresh. A connection
+    # that dies unseen fails its first statement with a lost connection,
+    # which translate_errors makes transient. A driver that keeps no such
+    # state is pinged.
+    broken = getattr(record.driver_connection, "_stream_broken", None)
+    if broken is None:
+        try:
+            dbapi_connection.ping(False)
+        except Exception as error:
+            raise exc.DisconnectionError(f"MySQL ping failed: {error}") from error
+    elif broken:
+        raise exc.DisconnectionError("the MySQL server closed the connection")
 
 
 def _mysql_reset(
