@@ -4,11 +4,12 @@
 #
 #   scripts/services-rocketmq.sh up     # start, wait, create topics/groups, then print
 #                                       #   export FLEETS_TEST_ROCKETMQ_ENDPOINTS=127.0.0.1:8081
+#                                       #   export FLEETS_TEST_ROCKETMQ_NAME_SERVER=127.0.0.1:9876
 #   scripts/services-rocketmq.sh down   # stop the JVMs that `up` started
 #
 # Typical use:  eval "$(scripts/services-rocketmq.sh up)"
 #
-# Only the export line goes to stdout; all progress goes to stderr.
+# Only the export lines go to stdout; all progress goes to stderr.
 # Needs: java (tested with 17) and mvn on PATH; Maven Central reachable on the first run.
 #
 # Environment:
@@ -366,6 +367,7 @@ cmd_up() {
     fetch_jars
     create_topics_and_groups || die "topic/group setup failed"
     printf 'export FLEETS_TEST_ROCKETMQ_ENDPOINTS=%s:%s\n' "$HOST" "$GRPC_PORT"
+    printf 'export FLEETS_TEST_ROCKETMQ_NAME_SERVER=%s:%s\n' "$HOST" "$NAMESRV_PORT"
     return 0
   fi
   # half-started leftovers from an earlier run: stop them first
@@ -407,6 +409,7 @@ cmd_up() {
   trap - EXIT
   log "up in $(($(now) - t0))s; state and logs in $STATE_DIR"
   printf 'export FLEETS_TEST_ROCKETMQ_ENDPOINTS=%s:%s\n' "$HOST" "$GRPC_PORT"
+  printf 'export FLEETS_TEST_ROCKETMQ_NAME_SERVER=%s:%s\n' "$HOST" "$NAMESRV_PORT"
 }
 
 cmd_down() {

@@ -239,6 +239,18 @@ def rocketmq_endpoints() -> str:
     return endpoints
 
 
+def rocketmq_name_server() -> str:
+    """Returns the test broker's name server, or skips the test when none is set."""
+    rocketmq_endpoints()
+    name_server = os.environ.get("FLEETS_TEST_ROCKETMQ_NAME_SERVER")
+    if not name_server:
+        pytest.skip(
+            "FLEETS_TEST_ROCKETMQ_NAME_SERVER is not set; scripts/services.sh up "
+            "rocketmq prints it beside the endpoints"
+        )
+    return name_server
+
+
 def _free_broker_ports() -> dict[str, int]:
     """Returns ports for a second broker, all free on every interface."""
     for base in range(21000, 60000, 1000):

@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from conftest import SecondBroker, rocketmq_endpoints
+from conftest import SecondBroker, rocketmq_endpoints, rocketmq_name_server
 from fleets_mailbox import Stores
+from fleets_mailbox.adapters._rocketmq_admin import subscription_groups, topic_names
 from fleets_mailbox.adapters.memory import MemoryPresence
 from fleets_mailbox.adapters.rocketmq import RocketMQBus, open_rocketmq_bus
 from fleets_mailbox.events import PUSH_GROUP, message_event
@@ -231,9 +232,10 @@ async def test_a_node_group_is_per_node_and_a_role_group_is_shared(
 @rocketmq
 @pytest.mark.slow
 async def test_a_node_group_outlives_its_bus(test_topic: str) -> None:
-    # Limitation pinned: the gRPC proxy cannot delete a group, so a node
-    # that comes back with the same node_id joins its old group again; what
-    # that group acknowledged is not delivered again. (Events published
+    # Without a name server the bus cannot delete a group (the gRPC proxy
+    # has no call for it), so a node that comes back with the same node_id
+    # joins its old group again; what that group acknowledged is not
+    # delivered again. (Events published
     # while no member polled may be skipped: a queue the group never read
     # starts at its end, see initPopOffsetByCheckMsgInMem in docs.)
     # Marked slow: see the wait below.
@@ -267,6 +269,65 @@ async def test_a_node_group_outlives_its_bus(test_topic: str) -> None:
         await second.close()
 
     assert seen == ["before", "after"]
+
+
+@rocketmq
+async def test_close_deletes_the_node_groups_given_the_name_server(
+    test_topic: str,
+) -> None:
+    endpoints, name_server = rocketmq_endpoints(), rocketmq_name_server()
+    run = uuid.uuid4().hex
+    push, analytics = unique("push"), unique("analytics")
+    seen: list[str] = []
+
+    async def record(event: BusEvent) -> None:
+        if event.payload.get("run") == run:
+            seen.append(event.key)
+
+    bus = new_bus(
+        endpoints,
+        name_server=name_server,
+        node_id=f"web-{run[:8]}",
+        node_groups=(push,),
+    )
+    try:
+        await bus.subscribe(TOPIC, push, record)
+        await bus.subscribe(TOPIC, analytics, record)
+        await polling(bus)
+        await bus.publish(BusEvent(TOPIC, "direct", "hello", {"run": run}))
+        await until(lambda: sorted(seen) == ["hello", "hello"], 20, "both deliveries")
+        groups = await subscription_groups([name_server])
+        assert {bus.group_name(push), analytics} <= groups
+    finally:
+        await bus.close()
+
+    groups = await subscription_groups([name_server])
+    assert bus.group_name(push) not in groups
+    assert analytics in groups  # a role group is shared by every node: kept
+    assert bus.cleanup_failures == 0
+
+
+@rocketmq
+async def test_a_name_server_that_cannot_be_reached_does_not_fail_close(
+    test_topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    push = unique("push")
+    bus = new_bus(
+        rocketmq_endpoints(),
+        name_server=f"127.0.0.1:{closed_port()}",
+        node_groups=(push,),
+    )
+    await bus.subscribe(TOPIC, push, lambda event: asyncio.sleep(0))
+    await polling(bus)
+    with caplog.at_level("WARNING", logger=LOGGER):
+        await bus.close()
+
+    assert bus.cleanup_failures == 1
+    assert any(
+        "could not delete the node groups" in r.getMessage()
+        and bus.group_name(push) in r.getMessage()
+        for r in caplog.records
+    )
 
 
 # ---------------------------------------------------------------- failures
@@ -350,8 +411,24 @@ async def test_the_broker_delivers_again_what_was_not_acknowledged(
     test_topic: str,
 ) -> None:
     endpoints, run = rocketmq_endpoints(), uuid.uuid4().hex
-    bus = new_bus(endpoints, max_attempts=1, redelivery_delay=10)
+    # A node group, so that close deletes it with the retry topic the
+    # broker made for the redelivery, when the name server is known.
+    name_server, flaky = (
+        os.environ.get("FLEETS_TEST_ROCKETMQ_NAME_SERVER", ""),
+        unique("flaky"),
+    )
+    bus = new_bus(
+        endpoints,
+        max_attempts=1,
+        redelivery_delay=10,
+        node_groups=(flaky,),
+        name_server=name_server,
+    )
     attempts: list[float] = []
+
+    async def group_topics() -> list[str]:
+        names = await topic_names([name_server])
+        return [name for name in names if bus.group_name(flaky) in name]
 
     async def fail_first(event: BusEvent) -> None:
         if event.payload.get("run") != run:
@@ -361,17 +438,22 @@ async def test_the_broker_delivers_again_what_was_not_acknowledged(
             raise RuntimeError("the first delivery fails")
 
     try:
-        await bus.subscribe(TOPIC, unique("flaky"), fail_first)
+        await bus.subscribe(TOPIC, flaky, fail_first)
         await polling(bus)
         await bus.publish(BusEvent(TOPIC, "direct", "once", {"run": run}))
         await until(lambda: len(attempts) >= 2, 40, "the redelivery")
         await asyncio.sleep(1)
+        retry_topics = await group_topics() if name_server else []
     finally:
         await bus.close()
 
     assert len(attempts) == 2
     assert 8 <= attempts[1] - attempts[0] <= 30
     assert (bus.failures, bus.returned) == (1, 1)
+    if name_server:
+        assert retry_topics, "the broker made no retry topic for the redelivery"
+        assert await group_topics() == []
+        assert bus.cleanup_failures == 0
 
 
 @rocketmq

@@ -78,6 +78,14 @@ def build_parser(*, with_replay: bool = False) -> argparse.ArgumentParser:
         "other's users (default: $FLEETS_ROCKETMQ_ENDPOINTS, else in-process)",
     )
     demo.add_argument(
+        "--rocketmq-name-server",
+        default=os.environ.get("FLEETS_ROCKETMQ_NAME_SERVER"),
+        metavar="HOST:PORT",
+        help="RocketMQ's name server, so that this process deletes its push "
+        "group when it stops (default: $FLEETS_ROCKETMQ_NAME_SERVER, else the "
+        "group stays on the broker)",
+    )
+    demo.add_argument(
         "--node-id",
         default=None,
         help="this process's name in RocketMQ push groups (default: host "
@@ -172,6 +180,7 @@ async def _serve_demo(args: argparse.Namespace, db_path: str | None) -> int:
             sql_url=args.sql,
             mongo_uri=args.mongo,
             rocketmq_endpoints=args.rocketmq,
+            rocketmq_name_server=args.rocketmq_name_server,
             node_id=node_id,
         )
     except StoreError as exc:

@@ -35,8 +35,11 @@ Groups: each role has one consumer group (``fleets-push``,
 ``node_groups`` (by default ``fleets-push``) becomes ``<group>-<node_id>``:
 push must reach the connections held by every node, so every node needs
 every push event, and RocketMQ gives each event to one member of a group.
-The gRPC proxy cannot delete a group, so a node group stays on the broker
-after `close` (docs/rocketmq.md says how to delete them).
+The gRPC proxy cannot delete a group, so with ``name_server`` (the name
+servers' ``host:port``) `close` deletes this node's groups, their queue
+positions and their retry topics through RocketMQ's remoting protocol, as
+``mqadmin deleteSubGroup`` does. Without it a node group stays on the
+broker after `close` (docs/rocketmq.md says how to delete them).
 
 Not supported: FIFO, delayed and transactional messages; ordering (seq
 orders messages, not the bus).
@@ -59,6 +62,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..events import MESSAGE_TOPIC, NOTIFICATION_TOPIC, PUSH_GROUP, READ_TOPIC
 from ..protocols import BusEvent, EventHandler
+from . import _rocketmq_admin
 
 __all__ = ["RocketMQBus", "open_rocketmq_bus"]
 
@@ -405,7 +409,8 @@ class RocketMQBus:
     Call `start` (or use `open_rocketmq_bus`) before publishing, and `close`
     at the end. The counters (``published``, ``publish_failures``,
     ``delivered``, ``failures``, ``returned``, ``dropped``, ``ack_failures``,
-    ``receive_failures``, ``reconnects``) say how it went.
+    ``receive_failures``, ``reconnects``, ``cleanup_failures``) say how it
+    went. With ``name_server``, `close` deletes the node groups it used.
     """
 
     def __init__(
@@ -415,6 +420,7 @@ class RocketMQBus:
         access_key: str = "",
         secret_key: str = "",
         namespace: str = "",
+        name_server: str = "",
         node_id: str | None = None,
         node_groups: Collection[str] = (PUSH_GROUP,),
         topics: Collection[str] = (MESSAGE_TOPIC, NOTIFICATION_TOPIC, READ_TOPIC),
@@ -436,6 +442,14 @@ class RocketMQBus:
                 f"endpoints must be host:port, several joined by ';' "
                 f"(got {endpoints!r})"
             )
+        name_servers = [a for a in name_server.split(";") if a]
+        if not all(_ENDPOINT.fullmatch(a) for a in name_servers) or (
+            name_server and not name_servers
+        ):
+            raise ValueError(
+                f"name_server must be host:port, several joined by ';' "
+                f"(got {name_server!r})"
+            )
         if node_id is not None and not _NAME.fullmatch(node_id):
             raise ValueError(
                 f"node_id must be 1-64 letters, digits, '-' or '_' (got {node_id!r})"
@@ -452,6 +466,7 @@ class RocketMQBus:
             raise ValueError("request_timeout and long_poll must be >= 1 (seconds)")
 
         self.endpoints = endpoints
+        self.name_servers = tuple(a.split("://")[-1] for a in name_servers)
         self.node_id = node_id or _default_node_id()
         self.node_groups = frozenset(node_groups)
         self.topics = tuple(topics)
@@ -475,7 +490,12 @@ class RocketMQBus:
         self.ack_failures = 0
         self.receive_failures = 0
         self.reconnects = 0
+        self.cleanup_failures = 0
 
+        self._credentials = (access_key, secret_key)
+        self._namespace = namespace
+        # The node groups this bus consumed as, with their topics.
+        self._node_groups: dict[str, set[str]] = {}
         self._configuration = rocketmq.ClientConfiguration(
             endpoints,
             rocketmq.Credentials(access_key, secret_key),
@@ -547,6 +567,8 @@ class RocketMQBus:
             self, topic, self.group_name(group), handler
         )
         self._subscriptions.add(subscription)
+        if group in self.node_groups:
+            self._node_groups.setdefault(subscription.group, set()).add(topic)
         return subscription
 
     async def wait_until_polling(self) -> None:
@@ -559,7 +581,10 @@ class RocketMQBus:
             await subscription.polling.wait()
 
     async def close(self) -> None:
-        """Stops every subscription, waits for pending sends, disconnects."""
+        """Stops every subscription, waits for pending sends, disconnects.
+
+        With ``name_server``, then deletes the node groups it consumed as.
+        """
         if self._closed:
             return
         self._closed = True
@@ -579,6 +604,34 @@ class RocketMQBus:
             except Exception:
                 logger.debug("shutting down the producer failed", exc_info=True)
         self._executor.shutdown(wait=False)
+        await self._delete_node_groups()
+
+    async def _delete_node_groups(self) -> None:
+        if not self.name_servers or not self._node_groups:
+            return
+        prefix = f"{self._namespace}%" if self._namespace else ""
+        groups = {
+            prefix + group: {prefix + topic for topic in topics}
+            for group, topics in self._node_groups.items()
+        }
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await _rocketmq_admin.delete_groups(
+                    self.name_servers,
+                    groups,
+                    access_key=self._credentials[0],
+                    secret_key=self._credentials[1],
+                )
+        except (_rocketmq_admin.AdminError, TimeoutError) as exc:
+            self.cleanup_failures += 1
+            logger.warning(
+                "could not delete the node groups %s (%s); delete them with "
+                "mqadmin deleteSubGroup",
+                ", ".join(sorted(groups)),
+                exc or "timed out",
+            )
+        else:
+            logger.debug("deleted the node groups %s", ", ".join(sorted(groups)))
 
     async def _send(self, event: BusEvent, message: Any) -> None:
         try:

@@ -28,6 +28,7 @@ async def open_demo_service(
     mongo_uri: str | None = None,
     mongo_database: str = "fleets",
     rocketmq_endpoints: str | None = None,
+    rocketmq_name_server: str | None = None,
     node_id: str | None = None,
     **options: Any,
 ) -> MailboxService:
@@ -40,8 +41,9 @@ async def open_demo_service(
     mailboxes go to that MongoDB database. With ``rocketmq_endpoints``
     (``host:port`` of RocketMQ's gRPC proxy), the bus is a `RocketMQBus`
     whose push group is this node's own (``node_id``; by default the host
-    name and a random part). ``options`` go to `MailboxService`
-    (``max_body_bytes``, ...).
+    name and a random part), deleted when the service closes if
+    ``rocketmq_name_server`` names RocketMQ's name server. ``options`` go
+    to `MailboxService` (``max_body_bytes``, ...).
     """
     if sql_url is None and db_path is None:
         stores = Stores.memory()
@@ -65,7 +67,11 @@ async def open_demo_service(
         try:
             from ..adapters.rocketmq import open_rocketmq_bus
 
-            bus = await open_rocketmq_bus(rocketmq_endpoints, node_id=node_id)
+            bus = await open_rocketmq_bus(
+                rocketmq_endpoints,
+                node_id=node_id,
+                name_server=rocketmq_name_server or "",
+            )
         except BaseException:
             await stores.close()
             raise
