@@ -34,8 +34,9 @@ So ``raw_ms`` is the database work plus the leanest driver use, and
 ``ratio_raw`` (library time over raw time) is what the library adds:
 building and compiling statements, parameter and result processing,
 SQLAlchemy's asyncio bridge, and the pool: its checkout and return, with
-the round trips the pool makes on its own and the record leaves out (on
-MySQL a liveness ping before the transaction and a ROLLBACK after it). The
+any round trip the pool makes on its own that the record leaves out (a
+ROLLBACK on return when a transaction is still open, a ping when the
+driver cannot tell a broken connection). The
 listeners' own cost (an append per call) is charged to the library. The
 sides take turns message by message (the library's message,
 then its replay), so that machine noise and tables growing during the run

@@ -18,7 +18,9 @@ Three example servers run in this process (`BackgroundServer` on
 
 * local: the in-process `LocalBus` of `open_demo_service`;
 * rocketmq: a `RocketMQBus` on the broker, with a push group of its own
-  (``fleets-push-bench-…``; the broker keeps it after the run);
+  (``fleets-push-bench-…``), deleted at the end when the name server is
+  known (``--rocketmq-name-server``, by default
+  ``FLEETS_TEST_ROCKETMQ_NAME_SERVER``);
 * none: a bus whose publish does nothing, so the same sends without the
   publish, and without the push work that follows it.
 
@@ -98,6 +100,12 @@ async def run(argv: list[str]) -> int:
         default=os.environ.get("FLEETS_TEST_ROCKETMQ_ENDPOINTS"),
         help="host:port of RocketMQ's gRPC proxy",
     )
+    parser.add_argument(
+        "--rocketmq-name-server",
+        default=os.environ.get("FLEETS_TEST_ROCKETMQ_NAME_SERVER"),
+        help="host:port of RocketMQ's name server; the bench's push group is "
+        "deleted at the end with it",
+    )
     args = parser.parse_args(argv)
     if min(args.messages, args.pairs, args.rounds) < 1 or args.warmup < 0:
         parser.error("--messages, --pairs and --rounds must be >= 1, --warmup >= 0")
@@ -115,7 +123,9 @@ async def run(argv: list[str]) -> int:
     async with contextlib.AsyncExitStack() as stack:
         servers: list[_Server] = []
         for bus in buses:
-            server = await _Server.open(bus, run_id, args.pairs, args.rocketmq, stack)
+            server = await _Server.open(
+                bus, run_id, args.pairs, args.rocketmq, args.rocketmq_name_server, stack
+            )
             if not await server.warm_up(args.warmup):
                 print(
                     f"bus={bus}: the warm-up pushes did not arrive within "
@@ -200,6 +210,7 @@ class _Server:
         run_id: str,
         pairs: int,
         rocketmq: str | None,
+        rocketmq_name_server: str | None,
         stack: contextlib.AsyncExitStack,
     ) -> _Server:
         """Starts a server on ``bus`` and connects its clients.
@@ -215,6 +226,7 @@ class _Server:
             service = await open_demo_service(
                 None,
                 rocketmq_endpoints=rocketmq,
+                rocketmq_name_server=rocketmq_name_server,
                 node_id=f"bench-{run_id}",
                 analytics=False,
             )

@@ -308,6 +308,42 @@ async def test_close_deletes_the_node_groups_given_the_name_server(
 
 
 @rocketmq
+@pytest.mark.slow
+async def test_start_deletes_the_node_groups_of_nodes_that_are_gone(
+    test_topic: str,
+) -> None:
+    # Marked slow: the sweep looks twice, 10 s apart, before it deletes.
+    endpoints, name_server = rocketmq_endpoints(), rocketmq_name_server()
+    push, run = unique("push"), uuid.uuid4().hex[:8]
+
+    async def ignore(event: BusEvent) -> None:
+        pass
+
+    # A node that stops without deleting its group, as a killed one would.
+    gone = new_bus(endpoints, node_id=f"gone-{run}", node_groups=(push,))
+    await gone.subscribe(TOPIC, push, ignore)
+    await polling(gone)
+    await gone.close()
+    assert gone.group_name(push) in await subscription_groups([name_server])
+
+    alive = new_bus(
+        endpoints, node_id=f"alive-{run}", node_groups=(push,), name_server=name_server
+    )
+    try:
+        await alive.subscribe(TOPIC, push, ignore)
+        await polling(alive)
+        await alive.start()
+        await until(lambda: alive.swept == 1, 40, "the sweep")
+        groups = await subscription_groups([name_server])
+    finally:
+        await alive.close()
+
+    assert gone.group_name(push) not in groups
+    assert alive.group_name(push) in groups  # its consumer is connected: kept
+    assert alive.cleanup_failures == 0
+
+
+@rocketmq
 async def test_a_name_server_that_cannot_be_reached_does_not_fail_close(
     test_topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:

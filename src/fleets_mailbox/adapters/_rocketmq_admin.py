@@ -32,6 +32,7 @@ from typing import Any
 __all__ = [
     "AdminError",
     "delete_groups",
+    "offline_groups",
     "subscription_groups",
     "topic_names",
 ]
@@ -43,6 +44,9 @@ _GET_ALL_SUBSCRIPTIONGROUP_CONFIG = 201
 _DELETE_SUBSCRIPTIONGROUP = 207
 _DELETE_TOPIC_IN_BROKER = 215
 _DELETE_TOPIC_IN_NAMESRV = 216
+_GET_CONSUMER_CONNECTION_LIST = 203
+
+_CONSUMER_NOT_ONLINE = 206
 
 _SUCCESS = 0
 _MASTER_ID = "0"
@@ -54,7 +58,14 @@ _opaque = itertools.count(1)
 
 
 class AdminError(Exception):
-    """A remoting call failed: unreachable, refused, or an unreadable answer."""
+    """A remoting call failed: unreachable, refused, or an unreadable answer.
+
+    ``code`` is the server's response code when it refused, else None.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _frame(code: int, fields: Mapping[str, str], access_key: str, secret: str) -> bytes:
@@ -111,10 +122,12 @@ class _Connection:
             header = json.loads(frame[4 : 4 + size])
         except ValueError as exc:
             raise AdminError(f"{self.address} sent an unreadable header") from exc
-        if header.get("code") != _SUCCESS:
+        answer = header.get("code")
+        if answer != _SUCCESS:
             raise AdminError(
                 f"{self.address} refused request {code}: "
-                f"{header.get('remark') or header.get('code')}"
+                f"{header.get('remark') or answer}",
+                answer if isinstance(answer, int) else None,
             )
         return frame[4 + size :]
 
@@ -219,6 +232,44 @@ async def delete_groups(
                 await broker.call(_DELETE_TOPIC_IN_BROKER, topic=topic)
             for name_server in cluster.name_servers:
                 await name_server.call(_DELETE_TOPIC_IN_NAMESRV, topic=topic)
+    finally:
+        await cluster.close()
+
+
+async def offline_groups(
+    name_servers: Sequence[str],
+    prefixes: Collection[str],
+    *,
+    access_key: str = "",
+    secret_key: str = "",
+) -> set[str]:
+    """Returns the groups named ``<prefix>…`` that no consumer is connected to.
+
+    A group counts as offline when no master broker knows a consumer of it
+    (the consumers that the gRPC proxy serves are registered with the
+    brokers too). Raises `AdminError` when a server cannot be reached.
+    """
+    cluster = _Cluster(name_servers, access_key, secret_key)
+    try:
+        await cluster.connect()
+        names: set[str] = set()
+        for broker in cluster.masters:
+            data = await broker.call(_GET_ALL_SUBSCRIPTIONGROUP_CONFIG)
+            table = _body(data, broker.address).get("subscriptionGroupTable") or {}
+            names |= {n for n in table if any(n.startswith(p) for p in prefixes)}
+        offline = set()
+        for name in sorted(names):
+            for broker in cluster.masters:
+                try:
+                    await broker.call(_GET_CONSUMER_CONNECTION_LIST, consumerGroup=name)
+                except AdminError as exc:
+                    if exc.code != _CONSUMER_NOT_ONLINE:
+                        raise
+                else:
+                    break
+            else:
+                offline.add(name)
+        return offline
     finally:
         await cluster.close()
 

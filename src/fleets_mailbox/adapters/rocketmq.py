@@ -38,7 +38,11 @@ every push event, and RocketMQ gives each event to one member of a group.
 The gRPC proxy cannot delete a group, so with ``name_server`` (the name
 servers' ``host:port``) `close` deletes this node's groups, their queue
 positions and their retry topics through RocketMQ's remoting protocol, as
-``mqadmin deleteSubGroup`` does. Without it a node group stays on the
+``mqadmin deleteSubGroup`` does, and `start` deletes in the background
+the node groups that no consumer is connected to (`sweep_node_groups`):
+those of nodes that were killed, and those the broker made again after a
+`close` (it makes a group when it serves a poll it still held, or when it
+returns an event that a poll took). Without it a node group stays on the
 broker after `close` (docs/rocketmq.md says how to delete them).
 
 Not supported: FIFO, delayed and transactional messages; ordering (seq
@@ -76,6 +80,8 @@ _KEY_PROPERTY = "event_key"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENDPOINT = re.compile(r"(?:https?://)?[^\s:;/]+:\d{1,5}")
 _WARN_EVERY_S = 10.0
+# Seconds between the two looks of a sweep at a node group with no consumer.
+_SWEEP_RECHECK_S = 10.0
 
 
 @contextlib.contextmanager
@@ -409,8 +415,9 @@ class RocketMQBus:
     Call `start` (or use `open_rocketmq_bus`) before publishing, and `close`
     at the end. The counters (``published``, ``publish_failures``,
     ``delivered``, ``failures``, ``returned``, ``dropped``, ``ack_failures``,
-    ``receive_failures``, ``reconnects``, ``cleanup_failures``) say how it
-    went. With ``name_server``, `close` deletes the node groups it used.
+    ``receive_failures``, ``reconnects``, ``cleanup_failures``, ``swept``)
+    say how it went. With ``name_server``, `close` deletes the node groups it
+    used and `start` those of nodes that are gone.
     """
 
     def __init__(
@@ -491,6 +498,8 @@ class RocketMQBus:
         self.receive_failures = 0
         self.reconnects = 0
         self.cleanup_failures = 0
+        self.swept = 0
+        self._sweep: asyncio.Task[set[str]] | None = None
 
         self._credentials = (access_key, secret_key)
         self._namespace = namespace
@@ -523,7 +532,11 @@ class RocketMQBus:
         return group
 
     async def start(self) -> None:
-        """Starts the producer; an unreachable broker is retried when publishing."""
+        """Starts the producer; an unreachable broker is retried when publishing.
+
+        With ``name_server``, also starts deleting in the background the
+        node groups of nodes that are gone (`sweep_node_groups`).
+        """
         try:
             await self._ready_producer()
         except Exception as exc:
@@ -532,6 +545,60 @@ class RocketMQBus:
                 self.endpoints,
                 _describe(exc),
             )
+        if self.name_servers and self.node_groups and self._sweep is None:
+            self._sweep = asyncio.create_task(
+                self.sweep_node_groups(), name="rocketmq node group sweep"
+            )
+
+    async def sweep_node_groups(self, recheck: float = _SWEEP_RECHECK_S) -> set[str]:
+        """Deletes the node groups that no consumer has used for a while.
+
+        Node groups are those named ``<node group>-<anything>`` (such as
+        ``fleets-push-web-7``) other than this node's own. One that no
+        consumer is connected to, checked twice ``recheck`` seconds apart,
+        belongs to a node that is gone: killed before its `close`, or
+        closed while the broker still held its polls, which make the group
+        again. Returns the groups deleted; a failure is logged and counted
+        in ``cleanup_failures``, never raised. `start` runs it when
+        ``name_server`` is given.
+        """
+        prefix = f"{self._namespace}%" if self._namespace else ""
+        prefixes = [f"{prefix}{group}-" for group in self.node_groups]
+        own = {prefix + self.group_name(group) for group in self.node_groups}
+        keys = {"access_key": self._credentials[0], "secret_key": self._credentials[1]}
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                stale = await _rocketmq_admin.offline_groups(
+                    self.name_servers, prefixes, **keys
+                )
+            stale -= own
+            if stale:
+                # A node that is starting has made its group, and registers
+                # its consumer a moment later.
+                await asyncio.sleep(recheck)
+                async with asyncio.timeout(self.close_timeout):
+                    stale &= await _rocketmq_admin.offline_groups(
+                        self.name_servers, prefixes, **keys
+                    )
+            if stale:
+                topics = {prefix + topic for topic in self.topics}
+                async with asyncio.timeout(self.close_timeout):
+                    await _rocketmq_admin.delete_groups(
+                        self.name_servers, dict.fromkeys(stale, topics), **keys
+                    )
+                self.swept += len(stale)
+                logger.info(
+                    "deleted the node groups of nodes that are gone: %s",
+                    ", ".join(sorted(stale)),
+                )
+            return stale
+        except (_rocketmq_admin.AdminError, TimeoutError) as exc:
+            self.cleanup_failures += 1
+            logger.warning(
+                "could not delete the node groups of nodes that are gone (%s)",
+                exc or "timed out",
+            )
+            return set()
 
     async def publish(self, event: BusEvent) -> None:
         """Sends an event; never raises: a failure is logged and counted."""
@@ -589,6 +656,10 @@ class RocketMQBus:
             return
         self._closed = True
 
+        if self._sweep is not None and not self._sweep.done():
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
         await asyncio.gather(*(s.close() for s in list(self._subscriptions)))
         if self._sends:
             _, late = await asyncio.wait(self._sends, timeout=self.close_timeout)
