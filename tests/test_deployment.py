@@ -136,6 +136,9 @@ class User:
         self.token = ""
         self.socket: ClientConnection | None = None
         self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # Pushes come in no set order: one read while waiting for another
+        # is kept here.
+        self.seen: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
 
     async def login(self) -> None:
@@ -179,13 +182,11 @@ class User:
         """Waits for the push of ``message_id``; False if it does not come."""
         try:
             async with asyncio.timeout(wait):
-                while True:
+                while message_id not in self.seen:
                     frame = await self.frames.get()
-                    if (
-                        frame.get("type") == "message"
-                        and frame["message"]["messageId"] == message_id
-                    ):
-                        return True
+                    if frame.get("type") == "message":
+                        self.seen.add(frame["message"]["messageId"])
+                return True
         except TimeoutError:
             return False
 
