@@ -26,7 +26,7 @@ import itertools
 import json
 import re
 import struct
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -188,6 +188,27 @@ class _Cluster:
         for connection in [*self.name_servers, *self.masters]:
             await connection.close()
 
+    async def table_names(self, code: int, table: str) -> set[str]:
+        """Returns the keys of ``table`` in the answers of every master to ``code``."""
+        names: set[str] = set()
+        for broker in self.masters:
+            data = await broker.call(code)
+            names |= set(_body(data, broker.address).get(table) or {})
+        return names
+
+
+@contextlib.asynccontextmanager
+async def _cluster(
+    name_servers: Sequence[str], access_key: str, secret_key: str
+) -> AsyncIterator[_Cluster]:
+    """A connected `_Cluster`, closed at the end."""
+    cluster = _Cluster(name_servers, access_key, secret_key)
+    try:
+        await cluster.connect()
+        yield cluster
+    finally:
+        await cluster.close()
+
 
 def _group_topics(group: str, topics: Iterable[str]) -> set[str]:
     """Returns the retry and dead-letter topics a broker may have for ``group``."""
@@ -213,9 +234,7 @@ async def delete_groups(
     not an error. Raises `AdminError` when a server cannot be reached or
     refuses.
     """
-    cluster = _Cluster(name_servers, access_key, secret_key)
-    try:
-        await cluster.connect()
+    async with _cluster(name_servers, access_key, secret_key) as cluster:
         for broker in cluster.masters:
             for group in groups:
                 await broker.call(
@@ -232,8 +251,6 @@ async def delete_groups(
                 await broker.call(_DELETE_TOPIC_IN_BROKER, topic=topic)
             for name_server in cluster.name_servers:
                 await name_server.call(_DELETE_TOPIC_IN_NAMESRV, topic=topic)
-    finally:
-        await cluster.close()
 
 
 async def offline_groups(
@@ -249,16 +266,12 @@ async def offline_groups(
     (the consumers that the gRPC proxy serves are registered with the
     brokers too). Raises `AdminError` when a server cannot be reached.
     """
-    cluster = _Cluster(name_servers, access_key, secret_key)
-    try:
-        await cluster.connect()
-        names: set[str] = set()
-        for broker in cluster.masters:
-            data = await broker.call(_GET_ALL_SUBSCRIPTIONGROUP_CONFIG)
-            table = _body(data, broker.address).get("subscriptionGroupTable") or {}
-            names |= {n for n in table if any(n.startswith(p) for p in prefixes)}
+    async with _cluster(name_servers, access_key, secret_key) as cluster:
+        names = await cluster.table_names(
+            _GET_ALL_SUBSCRIPTIONGROUP_CONFIG, "subscriptionGroupTable"
+        )
         offline = set()
-        for name in sorted(names):
+        for name in sorted(n for n in names if n.startswith(tuple(prefixes))):
             for broker in cluster.masters:
                 try:
                     await broker.call(_GET_CONSUMER_CONNECTION_LIST, consumerGroup=name)
@@ -270,38 +283,21 @@ async def offline_groups(
             else:
                 offline.add(name)
         return offline
-    finally:
-        await cluster.close()
 
 
 async def subscription_groups(
     name_servers: Sequence[str], *, access_key: str = "", secret_key: str = ""
 ) -> set[str]:
     """Returns the names of the consumer groups on every master broker."""
-    cluster = _Cluster(name_servers, access_key, secret_key)
-    try:
-        await cluster.connect()
-        names: set[str] = set()
-        for broker in cluster.masters:
-            data = await broker.call(_GET_ALL_SUBSCRIPTIONGROUP_CONFIG)
-            table = _body(data, broker.address).get("subscriptionGroupTable") or {}
-            names |= set(table)
-        return names
-    finally:
-        await cluster.close()
+    async with _cluster(name_servers, access_key, secret_key) as cluster:
+        return await cluster.table_names(
+            _GET_ALL_SUBSCRIPTIONGROUP_CONFIG, "subscriptionGroupTable"
+        )
 
 
 async def topic_names(
     name_servers: Sequence[str], *, access_key: str = "", secret_key: str = ""
 ) -> set[str]:
     """Returns the names of the topics on every master broker."""
-    cluster = _Cluster(name_servers, access_key, secret_key)
-    try:
-        await cluster.connect()
-        names: set[str] = set()
-        for broker in cluster.masters:
-            data = await broker.call(_GET_ALL_TOPIC_CONFIG)
-            names |= set(_body(data, broker.address).get("topicConfigTable") or {})
-        return names
-    finally:
-        await cluster.close()
+    async with _cluster(name_servers, access_key, secret_key) as cluster:
+        return await cluster.table_names(_GET_ALL_TOPIC_CONFIG, "topicConfigTable")
